@@ -236,16 +236,14 @@ def parse_react_text(text: str) -> list[tuple[int, Trajectory]]:
     """
     blocks: list[tuple[int, list[str]]] = []
     for n, raw in enumerate(text.splitlines(), start=1):
-        line = raw.rstrip("\r")
-        if line.lstrip("\ufeff").startswith(ROOM_PREFIX) or line.startswith(WELCOME):
+        line = raw.rstrip("\r").lstrip("\ufeff")
+        if line.startswith(WELCOME) or not line.strip():
+            continue  # the welcome paragraph is dropped, as harnesses do
+        if line.startswith(ROOM_PREFIX):
             blocks.append((n, []))
         if not blocks:
-            if line.strip():
-                raise ValueError(f"line {n}: text before the first '{ROOM_PREFIX}' line")
-            continue
-        if line.startswith(WELCOME) or not line.strip():
-            continue
-        blocks[-1][1].append(line.lstrip("\ufeff"))
+            raise ValueError(f"line {n}: text before the first '{ROOM_PREFIX}' line")
+        blocks[-1][1].append(line)
 
     out: list[tuple[int, Trajectory]] = []
     for start, lines in blocks:

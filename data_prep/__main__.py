@@ -1,0 +1,118 @@
+"""``python -m data_prep``: raw chat/instruction files -> train.jsonl, test.jsonl, rejects.jsonl, stats.json.
+
+Bad input never shows a traceback: the CLI prints one line ``error: FILE:LINE: what broke`` and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from data_prep.formats import FORMAT_CHOICES
+from data_prep.pipeline import OVERLONG, DataError, PrepConfig, prepare
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m data_prep",
+        description="Read chat/instruction data in any supported format; validate, clean, split and write "
+        "canonical chat rows with stats.",
+    )
+    p.add_argument("--input", action="append", default=[], metavar="FILE",
+                   help="input file (.jsonl, .json array, or .txt ReAct); repeat for several")
+    p.add_argument("--format", default="auto", choices=FORMAT_CHOICES, help="input format (default: auto per file)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--tokenizer", metavar="NAME",
+                   help="registry name, hub id or folder; enables token stats and --max-length checks")
+    p.add_argument("--max-length", type=int, default=2048, metavar="N", help="max tokens per row (default 2048)")
+    p.add_argument("--overlong", choices=OVERLONG, default="truncate",
+                   help="rows over --max-length: truncate (kept, counted) or drop (rejected as too_long)")
+    p.add_argument("--test-size", type=float, default=0.1, help="share of rows for test.jsonl (default 0.1)")
+    p.add_argument("--seed", type=int, default=42, help="split seed (default 42)")
+    p.add_argument("--system-prompt", metavar="TEXT", help="system message for rows that have none")
+    p.add_argument("--question-field", default="question", help="QA question field (default: question)")
+    p.add_argument("--answer-field", default="answer", help="QA answer field (default: answer)")
+    p.add_argument("--dataset-info", metavar="FILE", help="LLaMA-Factory dataset_info.json")
+    p.add_argument("--dataset", action="append", metavar="NAME[,NAME]", help="dataset name(s) in --dataset-info")
+    p.add_argument("--no-dedup", action="store_true", help="keep duplicate rows")
+    p.add_argument("--min-chars", type=int, default=1, help="reject rows with fewer content characters (too_short)")
+    p.add_argument("--max-chars", type=int, help="reject rows with more content characters (too_long)")
+    p.add_argument("--quality-threshold", type=float, metavar="X", help="reject rows scoring below X in [0, 1]")
+    p.add_argument("--balance-cap", type=int, metavar="N", help="keep at most N rows per task type / tag")
+    bar = p.add_mutually_exclusive_group()
+    bar.add_argument("--progress", dest="progress", action="store_true", default=None, help="always show progress")
+    bar.add_argument("--no-progress", dest="progress", action="store_false", help="never show progress")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> PrepConfig:
+    return PrepConfig(
+        inputs=args.input,
+        out=args.out,
+        format=args.format,
+        tokenizer=args.tokenizer,
+        max_length=args.max_length,
+        overlong=args.overlong,
+        test_size=args.test_size,
+        seed=args.seed,
+        system_prompt=args.system_prompt,
+        question_field=args.question_field,
+        answer_field=args.answer_field,
+        dataset_info=args.dataset_info,
+        dataset=args.dataset,
+        dedup=not args.no_dedup,
+        min_chars=args.min_chars,
+        max_chars=args.max_chars,
+        quality_threshold=args.quality_threshold,
+        balance_cap=args.balance_cap,
+        progress=args.progress,
+    )
+
+
+def print_summary(stats: dict[str, Any], out: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"data_prep -> {out}", show_header=True)
+    t.add_column("")
+    t.add_column("value", justify="right")
+    t.add_row("rows in", str(stats["rows_in"]))
+    t.add_row("kept (train / test)", f"{stats['rows_kept']} ({stats['rows_train']} / {stats['rows_test']})")
+    t.add_row("rejected", str(stats["rows_rejected"]))
+    for reason, n in stats["rejects_by_reason"].items():
+        t.add_row(f"  {reason}", str(n))
+    t.add_row("deduplicated", f"{stats['rows_deduplicated']} "
+                              f"(exact {stats['dedup_exact']}, normalized {stats['dedup_normalized']})")
+    lengths = stats["token_lengths"] or stats["char_lengths"]
+    unit = stats["length_unit"]
+    for split in ("train", "test"):
+        pc = lengths.get(split)
+        if pc:
+            t.add_row(f"{split} {unit} p50/p95/max", f"{pc['p50']} / {pc['p95']} / {pc['max']}")
+    if stats["token_lengths"] is not None:
+        t.add_row("over max length (truncated)", f"{stats['rows_over_max_length']} ({stats['rows_truncated']})")
+        t.add_row("trained token share", f"{stats['trained_token_share']:.1%}")
+    for item in stats["inputs"]:
+        t.add_row(f"input {item['path']}", f"{item['format']}: {item['rows_kept']}/{item['rows_in']} kept")
+    t.add_row("rows/s", str(stats["rows_per_s"]))
+    Console().print(t)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    cfg = config_from_args(args)
+    try:
+        stats = prepare(cfg)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted; no output was replaced", file=sys.stderr)
+        return 130
+    print_summary(stats, cfg.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""Cleaning: exact and normalized dedup, length limits, a simple quality score, a balance cap.
+
+Dedup keeps only 8-byte digests (as ints) and a packed ``(file index, position)`` of the first copy, so memory
+grows by about 100 bytes per unique row and never holds row text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import unicodedata
+import zlib
+from collections import Counter
+from dataclasses import dataclass, field
+
+from data_prep.conversation import Conversation
+from data_prep.validate import RowError, content_chars
+
+_NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
+_POS_BITS = 40  # position (line or index) in the low bits, file index above
+
+
+def exact_text(conv: Conversation) -> str:
+    """The canonical JSON of what is trained on (messages and tools)."""
+    return json.dumps([conv.as_chat(), conv.tools], ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
+def normalized_text(conv: Conversation) -> str:
+    """Roles + content with case, Unicode width forms, whitespace and punctuation folded away."""
+    parts = []
+    for m in conv.messages:
+        text = m.content
+        if m.tool_calls:
+            text += json.dumps(m.tool_calls, ensure_ascii=False, sort_keys=True)
+        text = _NON_WORD.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
+        parts.append(f"{m.role}:{text}")
+    return "\x1e".join(parts)
+
+
+def digest64(text: str, salt: str = "") -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8, person=salt.encode()[:16]).digest(), "big")
+
+
+def pack_source(file_index: int, position: int) -> int:
+    return (file_index << _POS_BITS) | position
+
+
+def unpack_source(packed: int) -> tuple[int, int]:
+    return packed >> _POS_BITS, packed & ((1 << _POS_BITS) - 1)
+
+
+@dataclass
+class Deduper:
+    """Remembers digests of rows seen; :meth:`check` returns ``(kind, first_packed_source)`` for a duplicate."""
+
+    normalized: bool = True
+    _exact: dict[int, int] = field(default_factory=dict)
+    _norm: dict[int, int] = field(default_factory=dict)
+
+    def check(self, exact_key: int, norm_key: int, packed_source: int) -> tuple[str, int] | None:
+        first = self._exact.get(exact_key)
+        if first is not None:
+            return "exact", first
+        if self.normalized:
+            first = self._norm.get(norm_key)
+            if first is not None:
+                return "normalized", first
+            self._norm[norm_key] = packed_source
+        self._exact[exact_key] = packed_source
+        return None
+
+
+def check_length(conv: Conversation, min_chars: int = 1, max_chars: int | None = None) -> int:
+    """Raise ``too_short`` / ``too_long`` by characters of content; returns the character count."""
+    n = content_chars(conv)
+    if n < min_chars:
+        raise RowError("too_short", f"{n} characters of content, fewer than --min-chars {min_chars}")
+    if max_chars is not None and n > max_chars:
+        raise RowError("too_long", f"{n} characters of content, more than --max-chars {max_chars}")
+    return n
+
+
+def quality_score(conv: Conversation, won: bool | None = None) -> float:
+    """A simple score in [0, 1] over the assistant text; the product of a few penalties.
+
+    - an assistant reply that repeats the user turn before it: 0;
+    - a failed ReAct episode (``won`` is False): 0;
+    - assistant text of fewer than 2 letters/digits: 0.2;
+    - a low share of letters/digits/whitespace (symbol soup, mojibake): share / 0.6 below 0.6;
+    - strong repetition (zlib compresses the text below 15% of its size, for texts of 200+ chars): 0.2;
+    - U+FFFD replacement characters (broken decoding): 0.5.
+    """
+    if won is False:
+        return 0.0
+    score = 1.0
+    prev_user = ""
+    texts = []
+    for m in conv.messages:
+        if m.role == "user":
+            prev_user = m.content.strip()
+        elif m.role == "assistant" and m.content.strip():
+            if prev_user and m.content.strip() == prev_user:
+                return 0.0
+            texts.append(m.content)
+    text = "\n".join(texts)
+    if not text:
+        return 1.0 if any(m.tool_calls for m in conv.messages) else 0.0
+    alnum = sum(ch.isalnum() for ch in text)
+    if alnum < 2:
+        score *= 0.2
+    share = (alnum + sum(ch.isspace() for ch in text)) / len(text)
+    if share < 0.6:
+        score *= share / 0.6
+    raw = text.encode("utf-8")
+    if len(text) >= 200 and len(zlib.compress(raw, 6)) < 0.15 * len(raw):
+        score *= 0.2
+    if "\ufffd" in text:
+        score *= 0.5
+    return round(score, 4)
+
+
+def stratum(conv: Conversation) -> str:
+    """The balance/stratification key: task type, else the first tag, else ``"(none)"``."""
+    return conv.task_type or (conv.tags[0] if conv.tags else "(none)")
+
+
+@dataclass
+class BalanceCap:
+    """Keep at most ``cap`` rows per stratum (task type or tag), the first ones in input order."""
+
+    cap: int
+    counts: Counter[str] = field(default_factory=Counter)
+
+    def admit(self, key: str) -> None:
+        if self.counts[key] >= self.cap:
+            raise RowError("over_balance_cap", f"'{key}' already has {self.cap} rows (--balance-cap)")
+        self.counts[key] += 1

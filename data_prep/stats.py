@@ -1,0 +1,138 @@
+"""``stats.json`` and ``length_hist.png``: what went in, what came out, and how long it is.
+
+Lengths per split are kept as one 4-byte integer per row (``array('I')``): token counts when a tokenizer was
+given, else character counts. Percentiles use the nearest-rank method.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SPLITS = ("train", "test")
+
+
+def percentiles(values: array | list[int]) -> dict[str, int] | None:
+    """p50/p90/p95/p99/max (nearest rank), mean and total; ``None`` for no values."""
+    if not len(values):
+        return None
+    s = sorted(values)
+    n = len(s)
+
+    def rank(p: float) -> int:
+        return s[max(0, math.ceil(p / 100 * n) - 1)]
+
+    return {"p50": rank(50), "p90": rank(90), "p95": rank(95), "p99": rank(99), "max": s[-1],
+            "mean": round(sum(s) / n, 1), "total": sum(s)}
+
+
+@dataclass
+class SplitStats:
+    lengths: array = field(default_factory=lambda: array("I"))
+    task_types: Counter[str] = field(default_factory=Counter)
+    rows: int = 0
+
+    def add(self, length: int, task_type: str | None) -> None:
+        self.rows += 1
+        self.lengths.append(length)
+        if task_type:
+            self.task_types[task_type] += 1
+
+
+@dataclass
+class Stats:
+    """Counters filled by the pipeline; :meth:`to_dict` is ``stats.json``."""
+
+    rows_in: int = 0
+    rows_kept: int = 0
+    rows_deduplicated: int = 0
+    dedup: Counter[str] = field(default_factory=Counter)
+    rejects_by_reason: Counter[str] = field(default_factory=Counter)
+    rows_over_max_length: int = 0
+    rows_truncated: int = 0
+    tokens_total: int = 0
+    tokens_trained: int = 0
+    splits: dict[str, SplitStats] = field(default_factory=lambda: {s: SplitStats() for s in SPLITS})
+    inputs: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def rows_rejected(self) -> int:
+        return sum(self.rejects_by_reason.values())
+
+    def reject(self, reason: str) -> None:
+        self.rejects_by_reason[reason] += 1
+
+    def check_balance(self) -> None:
+        total = self.rows_kept + self.rows_rejected + self.rows_deduplicated
+        if self.rows_in != total:
+            raise AssertionError(f"row accounting is off: rows_in {self.rows_in} != kept {self.rows_kept} + "
+                                 f"rejected {self.rows_rejected} + deduplicated {self.rows_deduplicated}")
+
+    def to_dict(self, *, length_unit: str, config: dict[str, Any], elapsed_s: float, rows_s: float) -> dict[str, Any]:
+        """``elapsed_s`` is the whole run; ``rows_s`` the row processing part (without loading the tokenizer)."""
+        self.check_balance()
+        tokens = length_unit == "tokens"
+        return {
+            "rows_in": self.rows_in,
+            "rows_kept": self.rows_kept,
+            "rows_rejected": self.rows_rejected,
+            "rows_deduplicated": self.rows_deduplicated,
+            "dedup_exact": self.dedup["exact"],
+            "dedup_normalized": self.dedup["normalized"],
+            "rejects_by_reason": dict(sorted(self.rejects_by_reason.items())),
+            "rows_train": self.splits["train"].rows,
+            "rows_test": self.splits["test"].rows,
+            "length_unit": length_unit,
+            "token_lengths": {s: percentiles(v.lengths) for s, v in self.splits.items()} if tokens else None,
+            "char_lengths": None if tokens else {s: percentiles(v.lengths) for s, v in self.splits.items()},
+            "rows_over_max_length": self.rows_over_max_length if tokens else None,
+            "rows_truncated": self.rows_truncated if tokens else None,
+            "tokens_total": self.tokens_total if tokens else None,
+            "tokens_trained": self.tokens_trained if tokens else None,
+            "trained_token_share": (round(self.tokens_trained / self.tokens_total, 4) if self.tokens_total else 0.0)
+            if tokens else None,
+            "task_types": {s: dict(sorted(v.task_types.items())) for s, v in self.splits.items()},
+            "inputs": self.inputs,
+            "config": config,
+            "elapsed_s": round(elapsed_s, 2),
+            "rows_per_s": round(self.rows_in / rows_s, 1) if rows_s > 0 else None,
+        }
+
+
+def plot_lengths(path: Path, stats: Stats, *, length_unit: str, max_length: int | None) -> None:
+    """Histogram of lengths per split, with the max-length line; written atomically as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from data_prep.io import AtomicFile
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    drawn = False
+    all_max = max((max(v.lengths) for v in stats.splits.values() if len(v.lengths)), default=1)
+    top = max(all_max, max_length or 0) if length_unit == "tokens" else all_max
+    bins = [top * i / 40 for i in range(41)] if top > 0 else 10
+    for name, color in zip(SPLITS, ("tab:blue", "tab:orange"), strict=True):
+        lengths = stats.splits[name].lengths
+        if len(lengths):
+            ax.hist(list(lengths), bins=bins, alpha=0.6, color=color, label=f"{name} ({len(lengths)} rows)")
+            drawn = True
+    if length_unit == "tokens" and max_length:
+        ax.axvline(max_length, color="red", linestyle="--", label=f"max_length {max_length}")
+        drawn = True
+    if not drawn:
+        ax.text(0.5, 0.5, "no rows kept", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel(f"length ({length_unit}, before truncation)" if length_unit == "tokens" else "length (characters)")
+    ax.set_ylabel("rows")
+    ax.set_title("Length per row by split")
+    if drawn:
+        ax.legend()
+    fig.tight_layout()
+    with AtomicFile(path, "wb") as f:
+        fig.savefig(f.fh, format="png")
+    plt.close(fig)
