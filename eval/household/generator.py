@@ -1,0 +1,254 @@
+"""Seeded scene generator and the train / valid_seen / valid_unseen splits.
+
+Design (deterministic on every machine: only ``random.Random`` seeded with integers, sorted iteration):
+
+- **Layouts.** Each room kind (kitchen, living room, bedroom, bathroom) has ``LAYOUTS_PER_KIND`` fixed
+  furniture layouts drawn once from :data:`vocab.ROOM_RECEPTACLES` with fixed seeds. The last
+  ``UNSEEN_LAYOUTS_PER_KIND`` of each kind are used only by ``valid_unseen``; train and valid_seen share
+  the others. Layouts are distinct, so an unseen scene never has a train scene's receptacle list.
+- **Pairings.** The task object(s) start in an (object type, receptacle type) pairing. Every third place of
+  an object type in :data:`vocab.PLACES` is reserved for ``valid_unseen`` (:func:`vocab.unseen_places`);
+  train and valid_seen place *every* object only in the other places, and valid_unseen places the task
+  objects only in the reserved ones.
+- **Seeds.** Scene ``i`` of a split with seed ``s`` uses ``random.Random(base[split] + s * 10**7 + i)``;
+  the bases are 2**40 apart, so the splits' seed ranges are disjoint. Task types cycle through the six
+  types (``i % 6``), so any prefix is balanced.
+- **Solvable.** Each scene is played by the expert (:mod:`eval.expert`), which does not see hidden
+  contents; a scene it cannot win within ``EXPERT_STEP_BUDGET`` steps is redrawn from the same stream.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from data_prep.react import TASK_TYPES
+
+from .scene import Receptacle, Scene, SceneObject
+from .vocab import (
+    CLEANABLE,
+    COOLABLE,
+    GENERIC_TARGETS,
+    GOAL_TEMPLATES,
+    HEATABLE,
+    NOT_PICKUPABLE,
+    OPENABLE_TYPES,
+    PLACES,
+    ROOM_KINDS,
+    ROOM_OBJECTS,
+    ROOM_RECEPTACLES,
+    ROOM_TASKS,
+    number_of,
+    seen_places,
+    type_of,
+    unseen_places,
+)
+
+SPLITS = ("train", "valid_seen", "valid_unseen")
+DEFAULT_SIZES = {"train": 600, "valid_seen": 140, "valid_unseen": 134}
+LAYOUTS_PER_KIND = 24
+UNSEEN_LAYOUTS_PER_KIND = 5
+EXPERT_STEP_BUDGET = 40  # the step limit is 50; leave a model some slack
+_SPLIT_BASE = {"train": 0, "valid_seen": 1 << 40, "valid_unseen": 2 << 40}
+_SEED_STRIDE = 10**7
+_MAX_ATTEMPTS = 200
+
+# Receptacles a room of each kind must have (appliances for heat/cool/clean, a lamp stand).
+_REQUIRED = {
+    "kitchen": ("countertop", "fridge", "microwave", "sinkbasin"),
+    "living room": ("sidetable", "sofa"),
+    "bedroom": ("bed", "sidetable"),
+    "bathroom": ("countertop", "sinkbasin", "toilet"),
+}
+_APPLIANCE = {
+    "pick_heat_then_place_in_recep": "microwave",
+    "pick_cool_then_place_in_recep": "fridge",
+    "pick_clean_then_place_in_recep": "sinkbasin",
+}
+_ABLE = {
+    "pick_heat_then_place_in_recep": HEATABLE,
+    "pick_cool_then_place_in_recep": COOLABLE,
+    "pick_clean_then_place_in_recep": CLEANABLE,
+}
+
+
+@dataclass(frozen=True)
+class Layout:
+    kind: str
+    index: int
+    receptacles: tuple[Receptacle, ...]
+
+    @property
+    def types(self) -> tuple[str, ...]:
+        return tuple(sorted({r.type for r in self.receptacles}))
+
+
+def _draw_layout(kind: str, rng: random.Random) -> tuple[Receptacle, ...]:
+    recs: list[Receptacle] = []
+    fixed_drawers = rng.random() < 0.2  # like real ALFWorld rooms whose drawers do not open
+    for rtype, lo, hi in ROOM_RECEPTACLES[kind]:
+        if rtype in _REQUIRED[kind]:
+            lo = max(lo, 1)
+        for k in range(1, rng.randint(lo, hi) + 1):
+            openable = rtype in OPENABLE_TYPES and not (rtype == "drawer" and fixed_drawers)
+            recs.append(Receptacle(f"{rtype} {k}", openable, openable))
+    return tuple(recs)
+
+
+def layouts(kind: str) -> tuple[Layout, ...]:
+    """The fixed layouts of a room kind (the same on every machine); the last ones are unseen-only."""
+    if kind not in ROOM_KINDS:
+        raise ValueError(f"room kind must be one of {ROOM_KINDS}, got {kind!r}")
+    k0 = ROOM_KINDS.index(kind)
+    out: list[Layout] = []
+    seen: set[tuple[tuple[str, bool], ...]] = set()
+    attempt = 0
+    while len(out) < LAYOUTS_PER_KIND:
+        recs = _draw_layout(kind, random.Random(100_003 * (k0 + 1) + attempt))
+        attempt += 1
+        sig = tuple((r.name, r.openable) for r in recs)
+        if sig in seen:
+            continue
+        seen.add(sig)
+        out.append(Layout(kind, len(out), recs))
+    return tuple(out)
+
+
+def split_layouts(kind: str, split: str) -> tuple[Layout, ...]:
+    all_ = layouts(kind)
+    cut = LAYOUTS_PER_KIND - UNSEEN_LAYOUTS_PER_KIND
+    return all_[cut:] if split == "valid_unseen" else all_[:cut]
+
+
+def layout_signature(scene: Scene) -> tuple[tuple[str, bool], ...]:
+    """The room's receptacle list (names and openability), order-free."""
+    return tuple(sorted((r.name, r.openable) for r in scene.receptacles))
+
+
+def task_pairings(scene: Scene) -> frozenset[tuple[str, str]]:
+    """(object type, start receptacle type) of the objects of the goal's type."""
+    obj = scene.parsed_goal.obj
+    rtype = {r.name: r.type for r in scene.receptacles}
+    return frozenset((o.type, rtype[o.location]) for o in scene.objects if o.type == obj)
+
+
+def all_pairings(scene: Scene) -> frozenset[tuple[str, str]]:
+    rtype = {r.name: r.type for r in scene.receptacles}
+    return frozenset((o.type, rtype[o.location]) for o in scene.objects)
+
+
+def scene_seed(split: str, seed: int, index: int) -> int:
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if not 0 <= seed < 10**5:
+        raise ValueError(f"seed must be in [0, 100000), got {seed}")
+    if not 0 <= index < _SEED_STRIDE:
+        raise ValueError(f"scene index must be in [0, {_SEED_STRIDE}), got {index}")
+    return _SPLIT_BASE[split] + seed * _SEED_STRIDE + index
+
+
+def generate_scenes(split: str, n: int | None = None, seed: int = 0) -> list[Scene]:
+    """``n`` scenes of ``split`` (defaults: train 600, valid_seen 140, valid_unseen 134).
+
+    Deterministic: the same (split, n, seed) gives the same scenes on every machine, and
+    ``generate_scenes(s, k)`` is a prefix of ``generate_scenes(s, m)`` for ``k < m``.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    n = DEFAULT_SIZES[split] if n is None else n
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    per_kind = {kind: split_layouts(kind, split) for kind in ROOM_KINDS}
+    return [generate_scene(split, i, seed, _layouts=per_kind) for i in range(n)]
+
+
+def generate_scene(
+    split: str, index: int, seed: int = 0, *, _layouts: dict[str, tuple[Layout, ...]] | None = None
+) -> Scene:
+    """Scene ``index`` of ``split`` (task type ``TASK_TYPES[index % 6]``)."""
+    from eval.expert import solve  # the expert imports this package; import it when first needed
+
+    rng = random.Random(scene_seed(split, seed, index))
+    per_kind = _layouts or {kind: split_layouts(kind, split) for kind in ROOM_KINDS}
+    task_type = TASK_TYPES[index % len(TASK_TYPES)]
+    for _ in range(_MAX_ATTEMPTS):
+        scene = _draw_scene(rng, task_type, per_kind, unseen=split == "valid_unseen")
+        if scene is None:
+            continue
+        result = solve(scene)
+        if result.won and len(result.actions) <= EXPERT_STEP_BUDGET:
+            return scene
+    raise RuntimeError(f"could not draw a solvable {task_type} scene for {split} #{index} (seed {seed})")
+
+
+def _instances(rng: random.Random, present: dict[str, list[str]], rtypes: list[str], k: int) -> list[str]:
+    """``k`` receptacle names, each drawn uniformly from the instances of a random type in ``rtypes``."""
+    return [rng.choice(present[rng.choice(rtypes)]) for _ in range(k)]
+
+
+def _draw_scene(
+    rng: random.Random, task_type: str, per_kind: dict[str, tuple[Layout, ...]], *, unseen: bool
+) -> Scene | None:
+    kind = rng.choice([k for k in ROOM_KINDS if task_type in ROOM_TASKS[k]])
+    layout = rng.choice(per_kind[kind])
+    present: dict[str, list[str]] = {}
+    for r in layout.receptacles:
+        present.setdefault(r.type, []).append(r.name)
+
+    # the task object type, its target and its start places
+    able = _ABLE.get(task_type)
+    candidates = [o for o in ROOM_OBJECTS[kind] if o not in NOT_PICKUPABLE and (able is None or o in able)]
+    obj = rng.choice(candidates)
+    starts_all = unseen_places(obj) if unseen else seen_places(obj)
+    starts_all = tuple(r for r in starts_all if r in present)
+    lamp = None
+    if task_type == "look_at_obj_in_light":
+        lamp = rng.choice(("desklamp", "floorlamp"))
+        lamp_places = [r for r in PLACES[lamp] if r in present]
+        if not lamp_places:
+            return None
+        target = lamp
+        starts = list(starts_all)
+    else:
+        targets = sorted((set(PLACES[obj]) | set(GENERIC_TARGETS[kind])) & set(present))
+        targets = [t for t in targets if t != _APPLIANCE.get(task_type)]
+        if not targets:
+            return None
+        target = rng.choice(targets)
+        starts = [r for r in starts_all if r != target]
+    if not starts:
+        return None
+
+    placed: list[tuple[str, str]] = []  # (object type, receptacle name)
+    n_task = rng.randint(2, 3) if task_type == "pick_two_obj_and_place" else rng.randint(1, 2)
+    placed += [(obj, r) for r in _instances(rng, present, starts, n_task)]
+    if lamp is not None:
+        placed.append((lamp, rng.choice(present[rng.choice(lamp_places)])))
+    elif kind in ("bedroom", "living room") and rng.random() < 0.5:
+        extra = rng.choice(("desklamp", "floorlamp"))
+        spots = [r for r in PLACES[extra] if r in present]
+        if spots:
+            placed.append((extra, rng.choice(present[rng.choice(spots)])))
+
+    # distractors: other object types of the room, in their seen places (any place in valid_unseen)
+    others = [o for o in ROOM_OBJECTS[kind] if o != obj]
+    for other in rng.sample(others, min(len(others), rng.randint(6, 12))):
+        spots = [r for r in (PLACES[other] if unseen else seen_places(other)) if r in present]
+        if task_type != "look_at_obj_in_light":
+            spots = [r for r in spots if r != target] or spots
+        if spots:
+            placed += [(other, r) for r in _instances(rng, present, spots, rng.randint(1, 2))]
+
+    counter: dict[str, int] = {}
+    objects: list[SceneObject] = []
+    for otype, rname in placed:
+        counter[otype] = counter.get(otype, 0) + 1
+        objects.append(SceneObject(f"{otype} {counter[otype]}", rname))
+    # ALFWorld-like listing order: by type, higher numbers first
+    objects.sort(key=lambda o: (o.type, -number_of(o.name)))
+
+    template = rng.choice(GOAL_TEMPLATES[task_type])
+    goal = template.format(obj=obj, recep=target, lamp=target)
+    scene = Scene(task_type, goal, layout.receptacles, tuple(objects))
+    assert all(type_of(o.location) in present for o in scene.objects)
+    return scene
