@@ -1,0 +1,139 @@
+"""Chat with a trained model: a PEFT adapter folder, a merged HF folder, or a GGUF file.
+
+    python -m deploy.chat runs/<run>/adapter
+    python -m deploy.chat runs/<run>/export/merged
+    python -m deploy.chat runs/<run>/export/<name>-q8_0.gguf [--system "..."]
+
+Reads one user message per line from stdin (so it works piped: ``echo hi | python -m deploy.chat X``);
+``exit`` or end of input quits, ``reset`` clears the history. Decoding is greedy by default (``--temperature``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Protocol
+
+
+class Chatter(Protocol):
+    def reply(self, messages: list[dict[str, str]]) -> str: ...
+
+
+class HFChatter:
+    def __init__(self, path: Path, base: str | None, max_new_tokens: int, temperature: float) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.torch = torch
+        if (path / "adapter_config.json").is_file():
+            from peft import PeftModel
+
+            from deploy.lora import LoraAdapter
+            from deploy.merge import resolve_base
+
+            base_dir = resolve_base(LoraAdapter.load(path), base)
+            model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
+            model = PeftModel.from_pretrained(model, str(path))
+            tok_dir = path if (path / "tokenizer_config.json").is_file() else base_dir
+        elif (path / "config.json").is_file():
+            model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+            tok_dir = path
+        else:
+            raise FileNotFoundError(
+                f"{path}: not an adapter (adapter_config.json), model folder (config.json) or .gguf"
+            )
+        self.model = model.eval()
+        self.tok = AutoTokenizer.from_pretrained(str(tok_dir))
+        self.max_new_tokens = max_new_tokens
+        self.temperature = temperature
+
+    def reply(self, messages: list[dict[str, str]]) -> str:
+        text = self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        ids = self.tok(text, add_special_tokens=False, return_tensors="pt")
+        kwargs: dict[str, Any] = {"do_sample": self.temperature > 0}
+        if self.temperature > 0:
+            kwargs["temperature"] = self.temperature
+        with self.torch.no_grad():
+            out = self.model.generate(
+                **ids, max_new_tokens=self.max_new_tokens, pad_token_id=self.tok.pad_token_id, **kwargs
+            )
+        return self.tok.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True).strip()
+
+
+class GGUFChatter:
+    def __init__(self, path: Path, max_new_tokens: int, temperature: float) -> None:
+        from deploy.llamacpp import llama_cpp_available, load_llama
+
+        ok, why = llama_cpp_available()
+        if not ok:
+            raise RuntimeError(why)
+        self.llm = load_llama(path, n_ctx=0, logits_all=False)
+        self.max_new_tokens = max_new_tokens
+        self.temperature = temperature
+
+    def reply(self, messages: list[dict[str, str]]) -> str:
+        # llama-cpp-python renders the chat template stored in the GGUF (the training template).
+        res = self.llm.create_chat_completion(
+            messages=messages,
+            max_tokens=self.max_new_tokens,
+            temperature=self.temperature,
+            top_k=1 if self.temperature == 0 else 40,
+        )
+        return (res["choices"][0]["message"]["content"] or "").strip()
+
+
+def open_model(
+    path: Path, base: str | None = None, max_new_tokens: int = 128, temperature: float = 0.0
+) -> Chatter:
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such GGUF file")
+        return GGUFChatter(path, max_new_tokens, temperature)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: no such folder or .gguf file")
+    return HFChatter(path, base, max_new_tokens, temperature)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m deploy.chat", description=__doc__.split("\n\n")[0])
+    p.add_argument("model", type=Path, help="adapter folder, merged model folder, or .gguf file")
+    p.add_argument(
+        "--base", help="base model for an adapter (default: the adapter's base_model_name_or_path)"
+    )
+    p.add_argument("--system", help="system prompt")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--temperature", type=float, default=0.0)
+    args = p.parse_args(argv)
+    try:
+        chatter = open_model(args.model, args.base, args.max_new_tokens, args.temperature)
+    except (FileNotFoundError, ValueError, RuntimeError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    interactive = sys.stdin.isatty()
+    history: list[dict[str, str]] = [{"role": "system", "content": args.system}] if args.system else []
+    if interactive:
+        print("type a message; 'reset' clears the history, 'exit' quits", file=sys.stderr)
+    while True:
+        if interactive:
+            print("you> ", end="", flush=True, file=sys.stderr)
+        line = sys.stdin.readline()
+        if not line:
+            break
+        text = line.rstrip("\n")
+        if text.strip() == "exit":
+            break
+        if text.strip() == "reset":
+            history = history[:1] if args.system else []
+            continue
+        if not text.strip():
+            continue
+        history.append({"role": "user", "content": text})
+        answer = chatter.reply(history)
+        history.append({"role": "assistant", "content": answer})
+        print(f"assistant> {answer}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,433 @@
+"""Export a trained run: merged safetensors, GGUF files, a Modelfile and a parity report.
+
+Usage::
+
+    python -m deploy.export --run runs/react-20261122-203000 [--quant f16,q8_0,q4_k_m] [--name NAME] [--no-merged]
+    python -m deploy.export --adapter path/to/adapter --base smollm2-135m-instruct [--out DIR]
+
+Writes ``<run>/export/`` (or ``--out``): ``merged/`` (unless ``--no-merged``), ``<name>-<quant>.gguf``,
+``Modelfile``, ``parity.json``. Every file is written to a temp name and renamed, so an interrupted export
+leaves nothing at a final path. Exit code 0 when every GGUF passed the parity gate (or it was skipped because
+llama-cpp-python is missing, which is reported), 1 when a GGUF failed it, 2 for bad input.
+
+Serve the merged folder with vLLM or TGI::
+
+    vllm serve <out>/merged
+    docker run -p 8080:80 -v <out>/merged:/model ghcr.io/huggingface/text-generation-inference --model-id /model
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from deploy.quantize import K_QUANTS, check_type
+
+DEFAULT_QUANTS = "f16,q8_0"
+_PREFERENCE = (
+    "q4_k_m",
+    "q5_k_m",
+    "q6_k",
+    "q8_0",
+    "q4_k_s",
+    "q5_k_s",
+    "q3_k_m",
+    "q3_k_l",
+    "q3_k_s",
+    "q2_k",
+    "bf16",
+    "f16",
+    "f32",
+)  # which GGUF the Modelfile points at (smallest that passed)
+
+
+@dataclass
+class RunInfo:
+    """What the export needs from a run folder. Missing keys are fine; everything has a fallback."""
+
+    adapter_dir: Path | None
+    base: str | None = None
+    scenario: str | None = None
+    system_prompt: str | None = None
+    name: str | None = None
+
+
+def _get(cfg: dict[str, Any], *paths: str) -> Any:
+    for path in paths:
+        node: Any = cfg
+        for part in path.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node not in (None, ""):
+            return node
+    return None
+
+
+def read_run(run_dir: Path) -> RunInfo:
+    """Read ``run/adapter`` and ``run/config.yaml`` (keys ``model`` / ``model.name``, ``scenario`` /
+    ``run.scenario``, ``system_prompt`` / ``data.system_prompt``; all optional)."""
+    import yaml
+
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir}: run folder not found")
+    adapter = run_dir / "adapter"
+    if not (adapter / "adapter_config.json").is_file():
+        raise FileNotFoundError(
+            f"{adapter}/adapter_config.json: missing; has training finished for this run?"
+        )
+    cfg: dict[str, Any] = {}
+    cfg_file = run_dir / "config.yaml"
+    if cfg_file.is_file():
+        try:
+            loaded = yaml.safe_load(cfg_file.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = f", line {mark.line + 1}" if mark is not None else ""
+            raise ValueError(f"{cfg_file}{line}: invalid YAML") from exc
+        cfg = loaded if isinstance(loaded, dict) else {}
+    model = _get(cfg, "model.name", "model")
+    scenario = _get(cfg, "scenario", "run.scenario") or run_dir.name.split("-")[0]
+    system = _get(cfg, "system_prompt", "data.system_prompt")
+    return RunInfo(
+        adapter,
+        base=model if isinstance(model, str) else None,
+        scenario=str(scenario),
+        system_prompt=system if isinstance(system, str) else None,
+        name=run_dir.name,
+    )
+
+
+def scenario_kind(scenario: str | None) -> str | None:
+    s = (scenario or "").lower()
+    for kind in ("react", "roleplay", "qa"):
+        if kind in s:
+            return kind
+    return None
+
+
+def default_system_prompt(kind: str | None) -> str | None:
+    if kind == "react":
+        from data_prep.react import react_system_prompt
+
+        return react_system_prompt()
+    return None
+
+
+def safe_name(text: str) -> str:
+    return re.sub(r"[^a-z0-9._-]+", "-", text.lower()).strip("-") or "model"
+
+
+@dataclass
+class ExportPlan:
+    out_dir: Path
+    name: str
+    quants: list[str]
+    merged: bool
+    base_dir: Path
+    adapter_dir: Path | None
+    scenario: str | None
+    system_prompt: str | None
+    verify: bool = True
+    lora_gguf: bool = False
+    ollama: bool = True
+    progress: bool = True
+    results: dict[str, Any] = field(default_factory=dict)
+
+
+def check_disk(out_dir: Path, need: int) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(out_dir).free
+    if free < need * 1.1:
+        raise RuntimeError(
+            f"{out_dir}: needs about {need / 1e9:.2f} GB, only {free / 1e9:.2f} GB free; "
+            "free some space or pass --out on another disk"
+        )
+
+
+def run_export(plan: ExportPlan, log: Any = print) -> int:
+    """Do the export; returns the process exit code (0 ok, 1 parity failure)."""
+    from transformers import AutoTokenizer
+
+    from deploy import verify
+    from deploy.gguf import estimate_size, write_gguf
+    from deploy.lora import LoraAdapter
+    from deploy.merge import MergeSource, merge_to_folder
+    from deploy.modelfile import build_modelfile, ollama_create, write_modelfile
+    from deploy.quantize import quantize_k
+    from deploy.safetensors_io import TensorSource
+    from deploy.tokenizer_gguf import build_vocab
+
+    adapter = LoraAdapter.load(plan.adapter_dir) if plan.adapter_dir else None
+    source = MergeSource(plan.base_dir, adapter)
+    tok_dir = (
+        plan.adapter_dir
+        if plan.adapter_dir and (plan.adapter_dir / "tokenizer_config.json").is_file()
+        else plan.base_dir
+    )
+    tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
+    config = source.merged_config()
+    names = source.names()
+
+    need = source.base.total_bytes() if plan.merged else 0
+    for q in plan.quants:
+        need += estimate_size(names, source.shape, config, q)
+    if any(q in K_QUANTS for q in plan.quants) and "f16" not in plan.quants:
+        need += estimate_size(names, source.shape, config, "f16")
+    check_disk(plan.out_dir, int(need))
+
+    if plan.merged:
+        merged_dir = merge_to_folder(
+            source, plan.out_dir / "merged", tokenizer_dirs=(tok_dir,), progress=plan.progress
+        )
+        log(f"merged model: {merged_dir}")
+        reader = TensorSource(merged_dir)
+        read_rows = reader.get_rows
+        names = reader.names()
+        shape_of = lambda n: reader.meta(n).shape  # noqa: E731
+    else:
+        read_rows = source.get_rows
+        shape_of = source.shape
+
+    vocab = build_vocab(tokenizer, config.get("vocab_size"))
+    written: dict[str, Path] = {}
+    f16_tmp: Path | None = None
+    try:
+        for q in plan.quants:
+            path = plan.out_dir / f"{plan.name}-{q}.gguf"
+            if q in K_QUANTS:
+                base16 = written.get("f16")
+                if base16 is None:
+                    f16_tmp = plan.out_dir / f".{plan.name}-f16-for-quant.gguf"
+                    write_gguf(
+                        f16_tmp,
+                        config=config,
+                        vocab=build_vocab(tokenizer, config.get("vocab_size")),
+                        names=names,
+                        shape_of=shape_of,
+                        read_rows=read_rows,
+                        outtype="f16",
+                        model_name=plan.name,
+                        progress=plan.progress,
+                    )
+                    base16 = f16_tmp
+                quantize_k(base16, path, q)
+            else:
+                write_gguf(
+                    path,
+                    config=config,
+                    vocab=build_vocab(tokenizer, config.get("vocab_size")),
+                    names=names,
+                    shape_of=shape_of,
+                    read_rows=read_rows,
+                    outtype=q,
+                    model_name=plan.name,
+                    progress=plan.progress,
+                )
+            written[q] = path
+            log(f"gguf {q}: {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    finally:
+        if f16_tmp is not None:
+            f16_tmp.unlink(missing_ok=True)
+
+    lora_pair: tuple[Path, Path] | None = None
+    if plan.lora_gguf:
+        if adapter is None:
+            raise ValueError("--lora-gguf needs an adapter (--run or --adapter)")
+        from deploy.gguf import write_lora_gguf
+
+        base_src = MergeSource(plan.base_dir)
+        base_gguf = plan.out_dir / f"{plan.name}-base-f16.gguf"
+        write_gguf(
+            base_gguf,
+            config=base_src.config,
+            vocab=build_vocab(tokenizer, base_src.config.get("vocab_size")),
+            names=base_src.names(),
+            shape_of=base_src.shape,
+            read_rows=base_src.get_rows,
+            outtype="f16",
+            model_name=f"{plan.name}-base",
+            progress=plan.progress,
+        )
+        lora_gguf = write_lora_gguf(
+            plan.out_dir / f"{plan.name}-lora.gguf",
+            adapter=adapter,
+            config=base_src.config,
+            model_name=f"{plan.name}-lora",
+        )
+        lora_pair = (base_gguf, lora_gguf)
+        log(f"lora gguf: {lora_gguf} on {base_gguf}")
+
+    parity_file = plan.out_dir / "parity.json"
+    failed: list[str] = []
+    if plan.verify:
+        model = verify.load_reference(plan.base_dir, plan.adapter_dir)
+        results = []
+        for q, path in written.items():
+            res = verify.compare(path, q, model, tokenizer)
+            results.append(res)
+            detail = (
+                f"max|dlogit|={res.max_abs_logit_diff:.3g} greedy_identical={res.greedy_identical} "
+                f"top1={res.top1_agreement} on {res.decisive_positions} decisive positions {res.note}"
+                if res.status != "skipped"
+                else ""
+            )
+            log(f"parity {q}: {res.status.upper()} {detail} {res.reason}".rstrip())
+            if res.status == "failed":
+                failed.append(q)
+        if lora_pair is not None:
+            res = verify.compare(lora_pair[0], "f16", model, tokenizer, lora_path=lora_pair[1])
+            res.gguf = lora_pair[1].name
+            log(f"parity lora (f16 base + adapter): {res.status.upper()} {res.reason}".rstrip())
+            results.append(res)
+            if res.status == "failed":
+                lora_pair = None
+        verify.record(results, parity_file)
+    else:
+        verify.record(
+            [
+                verify.ParityResult(p.name, q, "skipped", reason="--no-verify was given")
+                for q, p in written.items()
+            ],
+            parity_file,
+        )
+        log("parity: skipped (--no-verify)")
+    ok = [q for q in written if q not in failed]
+    chosen = next((q for q in _PREFERENCE if q in ok), None)
+    if chosen is None:
+        log("no GGUF passed the parity gate; no Modelfile written")
+        return 1
+    kind = scenario_kind(plan.scenario)
+    system = plan.system_prompt or default_system_prompt(kind)
+    spec = build_modelfile(
+        tokenizer,
+        written[chosen].name,
+        add_bos=vocab.add_bos,
+        end_of_turn=vocab.end_of_turn,
+        system=system,
+        scenario=kind,
+    )
+    modelfile = write_modelfile(spec, plan.out_dir / "Modelfile")
+    log(f"Modelfile: {modelfile} (FROM {written[chosen].name})")
+    if lora_pair is not None:
+        spec_a = build_modelfile(
+            tokenizer,
+            lora_pair[0].name,
+            add_bos=vocab.add_bos,
+            end_of_turn=vocab.end_of_turn,
+            system=system,
+            scenario=kind,
+        )
+        spec_a.adapter = lora_pair[1].name
+        log(f"Modelfile.adapter: {write_modelfile(spec_a, plan.out_dir / 'Modelfile.adapter')}")
+    if plan.ollama:
+        log(ollama_create(safe_name(plan.name), modelfile))
+    plan.results = {
+        "gguf": {q: str(p) for q, p in written.items()},
+        "modelfile": str(modelfile),
+        "failed": failed,
+    }
+    return 1 if failed else 0
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m deploy.export", description=__doc__.split("\n\n")[0])
+    p.add_argument("--run", type=Path, help="run folder (reads run/adapter and run/config.yaml)")
+    p.add_argument("--adapter", type=Path, help="PEFT adapter folder (instead of --run)")
+    p.add_argument("--base", help="base model: registry name, Hub id or local folder (16-bit weights)")
+    p.add_argument("--out", type=Path, help="output folder (default: RUN/export or ADAPTER/../export)")
+    p.add_argument(
+        "--quant",
+        default=DEFAULT_QUANTS,
+        help=f"comma list of GGUF types (default {DEFAULT_QUANTS}); "
+        "f32,f16,bf16,q8_0 are written directly, K-quants (q4_k_m, ...) need llama-cpp-python",
+    )
+    p.add_argument("--name", help="model name for files and ollama (default: the run folder name)")
+    p.add_argument(
+        "--no-merged", action="store_true", help="stream base+adapter into the GGUF; no merged/ folder"
+    )
+    p.add_argument("--scenario", help="react | roleplay | qa (sampling params and default system prompt)")
+    p.add_argument("--system", help="system prompt for the Modelfile (default: the run's)")
+    p.add_argument("--no-verify", action="store_true", help="skip the parity gate (reported as skipped)")
+    p.add_argument(
+        "--lora-gguf",
+        action="store_true",
+        help="also write a LoRA-only GGUF + base f16 GGUF and Modelfile.adapter (Ollama ADAPTER line)",
+    )
+    p.add_argument("--no-ollama", action="store_true", help="do not run ollama create even if ollama exists")
+    p.add_argument("--no-progress", action="store_true")
+    return p.parse_args(argv)
+
+
+def build_plan(args: argparse.Namespace) -> ExportPlan:
+    from deploy.lora import LoraAdapter
+    from deploy.merge import resolve_base
+
+    if args.run is None and args.adapter is None and args.base is None:
+        raise ValueError(
+            "pass --run RUN_DIR, or --adapter DIR [--base NAME|PATH], or --base to export a base model"
+        )
+    if args.run is not None:
+        info = read_run(args.run)
+        out = args.out or args.run / "export"
+    else:
+        info = RunInfo(args.adapter, name=(args.adapter.resolve().parent.name if args.adapter else None))
+        if args.adapter is not None and not (args.adapter / "adapter_config.json").is_file():
+            raise FileNotFoundError(
+                f"{args.adapter}/adapter_config.json: missing; pass a PEFT adapter folder"
+            )
+        out = args.out or ((args.adapter.resolve().parent / "export") if args.adapter else Path("export"))
+    quants = [check_type(q) for q in str(args.quant).split(",") if q.strip()]
+    if not quants:
+        raise ValueError("--quant: give at least one type")
+    k_quants = [q for q in quants if q in K_QUANTS]
+    if k_quants:
+        from deploy.llamacpp import llama_cpp_available
+
+        ok, why = llama_cpp_available()
+        if not ok:
+            raise RuntimeError(f"--quant {','.join(k_quants)} uses llama.cpp's quantizer: {why}")
+    if info.adapter_dir is not None:
+        adapter = LoraAdapter.load(info.adapter_dir)
+        # The adapter records the base it was trained on; config.yaml's model is the fallback.
+        base_dir = resolve_base(adapter, args.base or (None if adapter.base_model else info.base))
+    else:
+        from data_prep.registry import resolve_source
+
+        base_dir = Path(resolve_source(args.base))
+    name = safe_name(args.name or info.name or base_dir.name)
+    return ExportPlan(
+        out_dir=out,
+        name=name,
+        quants=list(dict.fromkeys(quants)),
+        merged=not args.no_merged,
+        base_dir=base_dir,
+        adapter_dir=info.adapter_dir,
+        scenario=args.scenario or info.scenario,
+        system_prompt=args.system or info.system_prompt,
+        verify=not args.no_verify,
+        ollama=not args.no_ollama,
+        lora_gguf=args.lora_gguf,
+        progress=not args.no_progress,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    try:
+        plan = build_plan(args)
+        code = run_export(plan)
+    except (ValueError, FileNotFoundError, RuntimeError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if plan.results:
+        print(json.dumps(plan.results, indent=2))
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
