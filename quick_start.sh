@@ -57,7 +57,7 @@ setup() {
     if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
         return 0
     fi
-    local pip=("$PY" -m pip install --disable-pip-version-check -q)
+    local pip=(pip_quiet "$PY" -m pip install --disable-pip-version-check -q)
     if have_gpu; then
         echo "==> nvidia-smi found: installing the CUDA build of torch $TORCH_VERSION"
     else
@@ -72,6 +72,9 @@ setup() {
     echo "$want" >"$stamp"
     echo "==> setup done ($PY)"
 }
+
+# pip, minus the machine's notes about absent mirror folders; keeps pip's exit code.
+pip_quiet() { "$@" 2>&1 | { grep -v "^WARNING: Location 'file:" || true; }; }
 
 run_py() { OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" "$PY" "$@"; }
 

@@ -95,13 +95,25 @@ def open_model(
     return HFChatter(path, base, max_new_tokens, temperature)
 
 
+def trained_system(model: Path) -> str | None:
+    """The system prompt the run trained with, found from an adapter (RUN/adapter), a GGUF (RUN/export/x.gguf)
+    or a merged folder (RUN/export/merged)."""
+    from deploy.export import trained_system_prompt
+
+    for run in list(model.resolve().parents)[:3]:
+        found = trained_system_prompt(run / "data" / "train.jsonl")
+        if found:
+            return found
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m deploy.chat", description=__doc__.split("\n\n")[0])
     p.add_argument("model", type=Path, help="adapter folder, merged model folder, or .gguf file")
     p.add_argument(
         "--base", help="base model for an adapter (default: the adapter's base_model_name_or_path)"
     )
-    p.add_argument("--system", help="system prompt")
+    p.add_argument("--system", help="system prompt (default: the one the run's training rows shared, if any)")
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--temperature", type=float, default=0.0)
     args = p.parse_args(argv)
@@ -110,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, RuntimeError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.system is None:
+        args.system = trained_system(args.model)
     interactive = sys.stdin.isatty()
     history: list[dict[str, str]] = [{"role": "system", "content": args.system}] if args.system else []
     if interactive:

@@ -93,6 +93,8 @@ def read_run(run_dir: Path) -> RunInfo:
     model = _get(cfg, "model.name", "model")
     scenario = _get(cfg, "scenario", "run.scenario") or run_dir.name.split("-")[0]
     system = _get(cfg, "system_prompt", "data.system_prompt")
+    if not isinstance(system, str):
+        system = trained_system_prompt(run_dir / "data" / "train.jsonl")
     return RunInfo(
         adapter,
         base=model if isinstance(model, str) else None,
@@ -100,6 +102,26 @@ def read_run(run_dir: Path) -> RunInfo:
         system_prompt=system if isinstance(system, str) else None,
         name=run_dir.name,
     )
+
+
+def trained_system_prompt(train_jsonl: Path) -> str | None:
+    """The system message every training row started with (a character card, the ReAct instructions), if one
+    was shared by all rows; ``None`` when rows differ or have none."""
+    import json
+
+    shared: str | None = None
+    if not train_jsonl.is_file():
+        return None
+    with train_jsonl.open(encoding="utf-8") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            messages = json.loads(line).get("messages") or [{}]
+            first = messages[0]
+            if first.get("role") != "system" or (shared is not None and first.get("content") != shared):
+                return None
+            shared = first.get("content")
+    return shared
 
 
 def scenario_kind(scenario: str | None) -> str | None:
