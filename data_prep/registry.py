@@ -174,3 +174,31 @@ def load_tokenizer(name: str) -> Any:
 
     source = resolve_source(name, with_weights=False)
     return _fix_tokenizer(AutoTokenizer.from_pretrained(source), lookup(name))
+
+
+def load_model(name: str, adapter: str | Path | None = None, *, dtype: str = "float32", merge: bool = False) -> Any:
+    """``(model, tokenizer)`` for a registry name, Hub id or folder, with an optional PEFT adapter on top.
+
+    The adapter folder's own tokenizer (saved by training with its chat template) wins over the base's.
+    ``merge=True`` folds the adapter into the weights (faster generation); otherwise the model is a
+    ``PeftModel``, so the base is one ``disable_adapter()`` away. Imports torch: call it from eval or deploy.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if dtype not in ("float32", "bfloat16", "float16"):
+        raise ValueError(f"dtype must be float32, bfloat16 or float16, got {dtype!r}")
+    model = AutoModelForCausalLM.from_pretrained(resolve_source(name), dtype=getattr(torch, dtype))
+    tokenizer = load_tokenizer(name)
+    if adapter:
+        adapter_dir = Path(adapter)
+        if not (adapter_dir / "adapter_config.json").is_file():
+            raise FileNotFoundError(f"{adapter_dir}: no adapter_config.json; pass the adapter folder written by training")
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter_dir))
+        if merge:
+            model = model.merge_and_unload()
+        if (adapter_dir / "tokenizer_config.json").is_file():
+            tokenizer = _fix_tokenizer(AutoTokenizer.from_pretrained(str(adapter_dir)), None)
+    return model.eval(), tokenizer

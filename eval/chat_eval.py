@@ -62,24 +62,12 @@ def read_rows(path: Path) -> list[Row]:
 def load_models(model: str, adapter: str | None) -> tuple[Any, Any, bool]:
     """(model, tokenizer, has_adapter). With an adapter the model is a PeftModel, so the base is one
     ``disable_adapter()`` away."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from data_prep.registry import load_model
 
-    from data_prep.registry import load_tokenizer, resolve_source
-
-    lm = AutoModelForCausalLM.from_pretrained(resolve_source(model), dtype=torch.float32).eval()
-    tokenizer = load_tokenizer(model)
-    if adapter:
-        adir = Path(adapter)
-        if not (adir / "adapter_config.json").is_file():
-            raise ValueError(f"--adapter {adir}: no adapter_config.json; pass the folder written by training")
-        from peft import PeftModel
-
-        lm = PeftModel.from_pretrained(lm, str(adir)).eval()
-        if (adir / "tokenizer_config.json").is_file():
-            tokenizer = AutoTokenizer.from_pretrained(str(adir))
-            if tokenizer.pad_token is None:
-                tokenizer.pad_token = tokenizer.eos_token
+    try:
+        lm, tokenizer = load_model(model, adapter)
+    except FileNotFoundError as exc:
+        raise ValueError(f"--adapter {exc}") from None
     return lm, tokenizer, bool(adapter)
 
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from eval.policies.base import EpisodeState, PolicyError, Reply
@@ -155,27 +154,12 @@ class HFPolicy:
         ``dtype`` "float32" (default: reproducible greedy decoding) or "bfloat16" (much faster batched decoding
         on CPUs with AMX/AVX512-BF16, and on GPUs).
         """
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from data_prep.registry import load_model
 
-        from data_prep.registry import load_tokenizer, resolve_source
-
-        if dtype not in ("float32", "bfloat16", "float16"):
-            raise ValueError(f"dtype must be float32, bfloat16 or float16, got {dtype!r}")
-        source = resolve_source(model)
-        lm = AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, dtype))
-        tokenizer = load_tokenizer(model)
-        if adapter:
-            adapter_dir = Path(adapter)
-            if not (adapter_dir / "adapter_config.json").is_file():
-                raise PolicyError(f"{adapter_dir}: no adapter_config.json; pass the folder written by training")
-            from peft import PeftModel
-
-            lm = PeftModel.from_pretrained(lm, str(adapter_dir)).merge_and_unload()
-            if (adapter_dir / "tokenizer_config.json").is_file():
-                tokenizer = AutoTokenizer.from_pretrained(str(adapter_dir))
-                if tokenizer.pad_token is None:
-                    tokenizer.pad_token = tokenizer.eos_token
+        try:
+            lm, tokenizer = load_model(model, adapter, dtype=dtype, merge=True)
+        except FileNotFoundError as exc:
+            raise PolicyError(str(exc)) from None
         return cls(lm, tokenizer, **kwargs)
 
     # -- one turn for many episodes ------------------------------------------------------------------
