@@ -1,0 +1,150 @@
+"""The command line every scenario script shares.
+
+    python train/<script>.py [--preset NAME | --config FILE] [--resume] [--plan-only] [OVERRIDES...]
+
+OVERRIDES are dotted paths with a value: ``--lora.r 8``, ``--sft.warmup_steps=0.1``, ``run.samples=2``;
+short forms: ``--lr``, ``--epochs``, ``--max-steps``, ``--batch-size``, ``--grad-accum``, ``--seed``,
+``--model``,
+``--seq``, ``--data``, ``--system-prompt``, ``--backend``, ``--run-dir``, ``--method``.
+
+Bad input ends with one line on stderr and exit code 2; no traceback. The backend is chosen and activated
+(Unsloth imported first) before the trainer module, and with it transformers, is imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from train.backend import BackendError, BackendInfo, activate, choose
+from train.config import (
+    ALIASES,
+    ConfigError,
+    TrainConfig,
+    apply_overrides,
+    load_config,
+    preset_path,
+)
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+@dataclass
+class CliArgs:
+    cfg: TrainConfig
+    resume: bool
+    plan_only: bool
+    explicit_model: bool  # the user named the model: no offline fallback
+
+
+def parse(argv: list[str] | None, *, scenario: str, default_preset: str, doc: str | None = None) -> CliArgs:
+    parser = argparse.ArgumentParser(
+        description=doc,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+        epilog="Overrides: --section.field VALUE (sections: model, lora, data, run, "
+        "sft=any SFTConfig field). Short forms: " + ", ".join(f"--{k}" for k in ALIASES),
+    )
+    src = parser.add_mutually_exclusive_group()
+    src.add_argument("--preset", default=None, help=f"preset name or YAML file (default: {default_preset})")
+    src.add_argument("--config", default=None, help="a saved run/config.yaml: repeat (or --resume) that run")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue from the latest checkpoint of the run"
+    )
+    parser.add_argument("--plan-only", action="store_true", help="print the hardware plan and exit")
+    args, rest = parser.parse_known_args(argv)
+
+    if args.config:
+        cfg = load_config(args.config)
+        saved_dir = Path(args.config).resolve().parent
+        # Repeating a run makes a new folder; resuming continues the one the config came from.
+        cfg.run.run_dir = str(saved_dir) if args.resume else None
+    else:
+        cfg = load_config(preset_path(args.preset or default_preset, scenario))
+        cfg.run.run_dir = None
+    if not cfg.run.scenario or cfg.run.scenario == "run":
+        cfg.run.scenario = scenario
+    before = cfg.model.name
+    apply_overrides(cfg, rest)
+    explicit = any(t.split("=")[0].lstrip("-") in ("model", "model.name") for t in rest) or (
+        bool(args.config) and before == cfg.model.name
+    )
+    return CliArgs(cfg=cfg, resume=args.resume, plan_only=args.plan_only, explicit_model=explicit)
+
+
+def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def main(argv: list[str] | None, *, scenario: str, default_preset: str, doc: str | None = None) -> int:
+    """Parse, choose the backend, train, print samples. Returns the exit code."""
+    try:
+        cli = parse(argv, scenario=scenario, default_preset=default_preset, doc=doc)
+        info = choose(cli.cfg.run.backend)
+        activate(info)
+    except (ConfigError, BackendError) as e:
+        fail(str(e))
+    return _train(cli, info)
+
+
+def _train(cli: CliArgs, info: BackendInfo) -> int:
+    from rich.console import Console
+
+    from train.config import ConfigError as _ConfigError
+    from train.data import DataError
+    from train.trainer import AllMaskedBatchError, PlanError, print_samples, run
+
+    errors: tuple[type[BaseException], ...] = (
+        _ConfigError,
+        DataError,
+        PlanError,
+        AllMaskedBatchError,
+        FileNotFoundError,
+    )
+    try:
+        from data_prep.pipeline import DataError as PrepDataError
+
+        errors = (*errors, PrepDataError)
+    except ImportError:
+        pass
+    console = Console()
+    try:
+        result = run(
+            cli.cfg,
+            info,
+            resume=cli.resume,
+            explicit_model=cli.explicit_model,
+            plan_only=cli.plan_only,
+            console=console,
+        )
+    except errors as e:
+        fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+    except KeyboardInterrupt:
+        fail("interrupted", EXIT_INTERRUPTED)
+    if cli.plan_only:
+        return 0
+    if result.interrupted:
+        return EXIT_INTERRUPTED
+    if result.metrics:
+        m = result.metrics
+        print_samples(console, result.samples)
+        console.rule("done")
+        base, final = m.get("base_eval_loss"), m.get("final_eval_loss")
+        if final is not None:
+            change = f" (base model: {base:.4f}, {100 * (final - base) / base:+.1f}%)" if base else ""
+            console.print(f"held-out loss: {final:.4f}{change}")
+        console.print(
+            f"{m['steps']} steps, {m['trained_tokens']} tokens ({m['supervised_tokens']} supervised) in "
+            f"{m['train_time_s']} s of training steps: {m['tokens_per_s']} tokens/s, "
+            f"{m['supervised_tokens_per_s']} supervised tokens/s; wall {m['wall_time_s']} s; "
+            f"peak RAM {m['peak_ram_mb']:.0f} MB"
+        )
+        console.print(
+            f"adapter: {result.adapter_dir}\nmetrics: {result.run_dir / 'metrics.json'}  "
+            f"loss curve: {result.run_dir / 'loss.png'}  TensorBoard: {result.run_dir / 'logs'}"
+        )
+    return 0

@@ -1,0 +1,90 @@
+"""Run measurements: token counters that survive resume, peak memory, library versions, metrics.json."""
+
+from __future__ import annotations
+
+import json
+import platform
+import resource
+import sys
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from train.config import write_text_atomic
+
+COUNTERS_FILE = "recipe_counters.json"
+
+
+@dataclass
+class Counters:
+    """Training tokens seen so far (all ranks summed at the end) and training wall time, across resumes."""
+
+    tokens: int = 0  # non-padding tokens fed to the model in training steps
+    supervised: int = 0  # tokens with a label (the assistant tokens the loss is on)
+    train_seconds: float = 0.0  # inside training steps only (evals and checkpoint saves excluded)
+
+    def save(self, folder: Path) -> None:
+        write_text_atomic(folder / COUNTERS_FILE, json.dumps(asdict(self)))
+
+    @classmethod
+    def load(cls, folder: Path) -> Counters:
+        p = folder / COUNTERS_FILE
+        if not p.is_file():
+            return cls()
+        return cls(**json.loads(p.read_text()))
+
+
+def peak_ram_mb() -> float:
+    """Peak resident set size of this process (MB)."""
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kb / 1024 if sys.platform != "darwin" else kb / 1024 / 1024
+
+
+def peak_vram_mb() -> float:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.max_memory_allocated() / 1024**2
+    except ImportError:
+        pass
+    return 0.0
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "bitsandbytes", "unsloth"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def device_name() -> str:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    return f"cpu ({platform.processor() or platform.machine()}, torch threads: {_threads()})"
+
+
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def last_logged(log_history: list[dict[str, Any]], key: str) -> float | None:
+    for entry in reversed(log_history):
+        if key in entry:
+            return float(entry[key])
+    return None
+
+
+def write_metrics(path: Path, metrics: dict[str, Any]) -> None:
+    write_text_atomic(path, json.dumps(metrics, indent=2, sort_keys=False) + "\n")
