@@ -81,7 +81,16 @@ run_py() { OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" "$PY" "$@"; }
 demo() {
     setup
     export HF_HUB_OFFLINE=1
-    run_py -m train.demo "$@"
+    local run="runs/demo-$(date +%Y%m%d-%H%M%S)"
+    local name="lin-zhi-demo"
+    echo "==> 1/3 train: data_prep stats, hardware plan, base vs tuned held-out loss, before/after replies"
+    run_py train/roleplay_0_5b.py --preset cpu_demo --run-dir "$run" "$@"
+    echo "==> 2/3 export: merged safetensors, q8_0 GGUF, Modelfile, parity gate in llama.cpp"
+    run_py -m deploy.export --run "$run" --quant q8_0 --name "$name"
+    echo "==> 3/3 llama.cpp answers from the GGUF"
+    echo "Hi! What tea would you make me on a rainy evening?" |
+        run_py -m deploy.chat "$run/export/$name-q8_0.gguf" --max-new-tokens 60
+    echo "==> done: $run (Ollama: cd $run/export && ollama create $name -f Modelfile)"
 }
 
 run_tests() {

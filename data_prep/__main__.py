@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
 
 from data_prep.formats import FORMAT_CHOICES
 from data_prep.pipeline import OVERLONG, DataError, PrepConfig, prepare
+from data_prep.stats import print_summary
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,35 +68,6 @@ def config_from_args(args: argparse.Namespace) -> PrepConfig:
         balance_cap=args.balance_cap,
         progress=args.progress,
     )
-
-
-def print_summary(stats: dict[str, Any], out: str) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    t = Table(title=f"data_prep -> {out}", show_header=True)
-    t.add_column("")
-    t.add_column("value", justify="right")
-    t.add_row("rows in", str(stats["rows_in"]))
-    t.add_row("kept (train / test)", f"{stats['rows_kept']} ({stats['rows_train']} / {stats['rows_test']})")
-    t.add_row("rejected", str(stats["rows_rejected"]))
-    for reason, n in stats["rejects_by_reason"].items():
-        t.add_row(f"  {reason}", str(n))
-    t.add_row("deduplicated", f"{stats['rows_deduplicated']} "
-                              f"(exact {stats['dedup_exact']}, normalized {stats['dedup_normalized']})")
-    lengths = stats["token_lengths"] or stats["char_lengths"]
-    unit = stats["length_unit"]
-    for split in ("train", "test"):
-        pc = lengths.get(split)
-        if pc:
-            t.add_row(f"{split} {unit} p50/p95/max", f"{pc['p50']} / {pc['p95']} / {pc['max']}")
-    if stats["token_lengths"] is not None:
-        t.add_row("over max length (truncated)", f"{stats['rows_over_max_length']} ({stats['rows_truncated']})")
-        t.add_row("trained token share", f"{stats['trained_token_share']:.1%}")
-    for item in stats["inputs"]:
-        t.add_row(f"input {item['path']}", f"{item['format']}: {item['rows_kept']}/{item['rows_in']} kept")
-    t.add_row("rows/s", str(stats["rows_per_s"]))
-    Console().print(t)
 
 
 def main(argv: list[str] | None = None) -> int:

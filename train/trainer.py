@@ -185,8 +185,10 @@ def resolve_run_dir(cfg: TrainConfig, resume: bool) -> Path:
 # ---------------------------------------------------------------- data
 
 
-def prepare_data(cfg: TrainConfig, run_dir: Path, model_name: str, reuse: bool) -> Path:
-    """data_prep on the raw inputs into run/data (kept as is when resuming)."""
+def prepare_data(
+    cfg: TrainConfig, run_dir: Path, model_name: str, reuse: bool, console: Console | None = None
+) -> Path:
+    """data_prep on the raw inputs into run/data (kept as is when resuming); its stats go to ``console``."""
     out = run_dir / "data"
     if reuse and (out / "train.jsonl").is_file():
         return out
@@ -214,7 +216,11 @@ def prepare_data(cfg: TrainConfig, run_dir: Path, model_name: str, reuse: bool) 
     for key in ("question_field", "answer_field", "dataset_info", "dataset"):
         if getattr(d, key) is not None:
             kwargs[key] = locate(getattr(d, key)) if key == "dataset_info" else getattr(d, key)
-    prepare(PrepConfig(**kwargs))
+    stats = prepare(PrepConfig(**kwargs))
+    if console is not None:
+        from data_prep.stats import print_summary
+
+        print_summary(stats, str(out), console)
     return out
 
 
@@ -392,7 +398,7 @@ def run(
 
     state = PartialState()
     with state.main_process_first():
-        data_dir = prepare_data(cfg, run_dir, model_name, reuse=resume)
+        data_dir = prepare_data(cfg, run_dir, model_name, reuse=resume, console=console if main_proc else None)
     tokenizer = registry.load_tokenizer(model_name)
     train_rows = read_jsonl(data_dir / "train.jsonl")
     test_rows = read_jsonl(data_dir / "test.jsonl") if (data_dir / "test.jsonl").is_file() else []
