@@ -210,20 +210,30 @@ def test_hf_backend_builds_each_adapter_kind(tiny_llama_dir, kind):
     assert torch.allclose(base, fresh, atol=1e-5)  # a fresh adapter is the identity: base eval loss is exact
 
 
-def test_qlora_without_bitsandbytes_says_what_to_do(tiny_llama_dir):
-    from train.backend import BackendError, bnb_available
+def test_qlora_trains_in_4bit_on_cpu(tiny_llama_dir):
+    """QLoRA on the hf backend: nf4 base weights (bitsandbytes CPU kernels), trainable LoRA, loss goes down."""
+    from bitsandbytes.nn import Linear4bit
 
-    if bnb_available():
-        pytest.skip("bitsandbytes is installed here")
     tok = make_tokenizer("smollm2")
-    with pytest.raises(BackendError, match="pip install bitsandbytes"):
-        load_model(
-            BackendInfo("hf", False, "test"),
-            str(tiny_llama_dir),
-            ModelConfig(),
-            LoraConfig(method="qlora"),
-            precision="fp32",
-            gradient_checkpointing=False,
-            seed=0,
-            tokenizer=tok,
-        )
+    model, _ = load_model(
+        BackendInfo("hf", False, "test"),
+        str(tiny_llama_dir),
+        ModelConfig(),
+        LoraConfig(method="qlora", r=8, alpha=16, dropout=0.0),
+        precision="fp32",
+        gradient_checkpointing=False,
+        seed=0,
+        tokenizer=tok,
+    )
+    assert any(isinstance(m, Linear4bit) for m in model.modules())
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=5e-3)
+    ids = torch.tensor([tok("The jasmine tea is ready. " * 4)["input_ids"]])
+    losses = []
+    for _ in range(6):
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] - 0.05
