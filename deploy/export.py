@@ -218,6 +218,11 @@ def run_export(plan: ExportPlan, log: Any = print) -> int:
     vocab = build_vocab(tokenizer, config.get("vocab_size"))
     written: dict[str, Path] = {}
     f16_tmp: Path | None = None
+
+    def write(path: Path, outtype: str) -> None:
+        write_gguf(path, config=config, vocab=vocab, names=names, shape_of=shape_of, read_rows=read_rows,
+                   outtype=outtype, model_name=plan.name, progress=plan.progress)
+
     try:
         for q in plan.quants:
             path = plan.out_dir / f"{plan.name}-{q}.gguf"
@@ -225,31 +230,11 @@ def run_export(plan: ExportPlan, log: Any = print) -> int:
                 base16 = written.get("f16")
                 if base16 is None:
                     f16_tmp = plan.out_dir / f".{plan.name}-f16-for-quant.gguf"
-                    write_gguf(
-                        f16_tmp,
-                        config=config,
-                        vocab=build_vocab(tokenizer, config.get("vocab_size")),
-                        names=names,
-                        shape_of=shape_of,
-                        read_rows=read_rows,
-                        outtype="f16",
-                        model_name=plan.name,
-                        progress=plan.progress,
-                    )
+                    write(f16_tmp, "f16")
                     base16 = f16_tmp
                 quantize_k(base16, path, q)
             else:
-                write_gguf(
-                    path,
-                    config=config,
-                    vocab=build_vocab(tokenizer, config.get("vocab_size")),
-                    names=names,
-                    shape_of=shape_of,
-                    read_rows=read_rows,
-                    outtype=q,
-                    model_name=plan.name,
-                    progress=plan.progress,
-                )
+                write(path, q)
             written[q] = path
             log(f"gguf {q}: {path} ({path.stat().st_size / 1e6:.1f} MB)")
     finally:
