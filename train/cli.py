@@ -14,9 +14,12 @@ Bad input ends with one line on stderr and exit code 2; no traceback. The backen
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from train.backend import BackendError, BackendInfo, activate, choose
 from train.config import (
@@ -27,6 +30,11 @@ from train.config import (
     load_config,
     preset_path,
 )
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from train.trainer import RunResult
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
@@ -56,22 +64,24 @@ def parse(argv: list[str] | None, *, scenario: str, default_preset: str, doc: st
     )
     parser.add_argument("--plan-only", action="store_true", help="print the hardware plan and exit")
     args, rest = parser.parse_known_args(argv)
-
-    if args.config:
-        cfg = load_config(args.config)
-        saved_dir = Path(args.config).resolve().parent
-        # Repeating a run makes a new folder; resuming continues the one the config came from.
-        cfg.run.run_dir = str(saved_dir) if args.resume else None
-    else:
-        cfg = load_config(preset_path(args.preset or default_preset, scenario))
-        cfg.run.run_dir = None
-    if not cfg.run.scenario or cfg.run.scenario == "run":
-        cfg.run.scenario = scenario
-    before = cfg.model.name
-    apply_overrides(cfg, rest)
-    explicit = any(t.split("=")[0].lstrip("-") in ("model", "model.name") for t in rest) or (
-        bool(args.config) and before == cfg.model.name
-    )
+    try:  # a bad preset or override ends with one line, exit code 2
+        if args.config:
+            cfg = load_config(args.config)
+            saved_dir = Path(args.config).resolve().parent
+            # Repeating a run makes a new folder; resuming continues the one the config came from.
+            cfg.run.run_dir = str(saved_dir) if args.resume else None
+        else:
+            cfg = load_config(preset_path(args.preset or default_preset, scenario))
+            cfg.run.run_dir = None
+        if not cfg.run.scenario or cfg.run.scenario == "run":
+            cfg.run.scenario = scenario
+        before = cfg.model.name
+        apply_overrides(cfg, rest)
+        explicit = any(t.split("=")[0].lstrip("-") in ("model", "model.name") for t in rest) or (
+            bool(args.config) and before == cfg.model.name
+        )
+    except ConfigError as e:
+        fail(str(e))
     return CliArgs(cfg=cfg, resume=args.resume, plan_only=args.plan_only, explicit_model=explicit)
 
 
@@ -80,71 +90,57 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
     raise SystemExit(code)
 
 
-def main(argv: list[str] | None, *, scenario: str, default_preset: str, doc: str | None = None) -> int:
-    """Parse, choose the backend, train, print samples. Returns the exit code."""
+def start_backend(cli: CliArgs) -> BackendInfo:
+    """Choose the backend (Unsloth on an NVIDIA GPU, else transformers + PEFT) and import it first."""
     try:
-        cli = parse(argv, scenario=scenario, default_preset=default_preset, doc=doc)
         info = choose(cli.cfg.run.backend)
         activate(info)
     except (ConfigError, BackendError) as e:
         fail(str(e))
-    return _train(cli, info)
+    return info
 
 
-def _train(cli: CliArgs, info: BackendInfo) -> int:
-    from rich.console import Console
-
-    from train.config import ConfigError as _ConfigError
+@contextlib.contextmanager
+def one_line_errors() -> Iterator[None]:
+    """Bad input (config, data, a plan that cannot fit) ends with one line and exit code 2; Ctrl-C with 130."""
+    from data_prep.pipeline import DataError as PrepDataError
     from train.data import DataError
-    from train.trainer import AllMaskedBatchError, PlanError, print_samples, run
+    from train.trainer import AllMaskedBatchError, PlanError
 
-    errors: tuple[type[BaseException], ...] = (
-        _ConfigError,
-        DataError,
-        PlanError,
-        AllMaskedBatchError,
-        FileNotFoundError,
-    )
     try:
-        from data_prep.pipeline import DataError as PrepDataError
-
-        errors = (*errors, PrepDataError)
-    except ImportError:
-        pass
-    console = Console()
-    try:
-        result = run(
-            cli.cfg,
-            info,
-            resume=cli.resume,
-            explicit_model=cli.explicit_model,
-            plan_only=cli.plan_only,
-            console=console,
-        )
-    except errors as e:
+        yield
+    except (ConfigError, DataError, PrepDataError, PlanError, AllMaskedBatchError, FileNotFoundError) as e:
         fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
     except KeyboardInterrupt:
         fail("interrupted", EXIT_INTERRUPTED)
-    if cli.plan_only:
-        return 0
+
+
+def report(result: RunResult, console: Console | None = None) -> int:
+    """Sample replies, held-out loss against the base model, speed and where everything was written."""
+    from rich.console import Console
+
+    from train.trainer import print_samples
+
+    console = console or Console()
     if result.interrupted:
         return EXIT_INTERRUPTED
-    if result.metrics:
-        m = result.metrics
-        print_samples(console, result.samples)
-        console.rule("done")
-        base, final = m.get("base_eval_loss"), m.get("final_eval_loss")
-        if final is not None:
-            change = f" (base model: {base:.4f}, {100 * (final - base) / base:+.1f}%)" if base else ""
-            console.print(f"held-out loss: {final:.4f}{change}")
-        console.print(
-            f"{m['steps']} steps, {m['trained_tokens']} tokens ({m['supervised_tokens']} supervised) in "
-            f"{m['train_time_s']} s of training steps: {m['tokens_per_s']} tokens/s, "
-            f"{m['supervised_tokens_per_s']} supervised tokens/s; wall {m['wall_time_s']} s; "
-            f"peak RAM {m['peak_ram_mb']:.0f} MB"
-        )
-        console.print(
-            f"adapter: {result.adapter_dir}\nmetrics: {result.run_dir / 'metrics.json'}  "
-            f"loss curve: {result.run_dir / 'loss.png'}  TensorBoard: {result.run_dir / 'logs'}"
-        )
+    m = result.metrics
+    if not m:  # not the main process of a multi-process run: rank 0 reports
+        return 0
+    print_samples(console, result.samples)
+    console.rule("done")
+    base, final = m.get("base_eval_loss"), m.get("final_eval_loss")
+    if final is not None:
+        change = f" (base model: {base:.4f}, {100 * (final - base) / base:+.1f}%)" if base else ""
+        console.print(f"held-out loss: {final:.4f}{change}")
+    console.print(
+        f"{m['steps']} steps, {m['trained_tokens']} tokens ({m['supervised_tokens']} supervised) in "
+        f"{m['train_time_s']} s of training steps: {m['tokens_per_s']} tokens/s, "
+        f"{m['supervised_tokens_per_s']} supervised tokens/s; wall {m['wall_time_s']} s; "
+        f"peak RAM {m['peak_ram_mb']:.0f} MB"
+    )
+    console.print(
+        f"adapter: {result.adapter_dir}\nmetrics: {result.run_dir / 'metrics.json'}  "
+        f"loss curve: {result.run_dir / 'loss.png'}  TensorBoard: {result.run_dir / 'logs'}"
+    )
     return 0

@@ -17,7 +17,27 @@ from pathlib import Path
 
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-from train.cli import main  # noqa: E402
+from train.cli import one_line_errors, parse, report, start_backend  # noqa: E402
+
+SCENARIO = "domain_qa"  # run folder prefix: runs/domain_qa-<time>
+PRESET = "domain_qa"  # configs/domain_qa.yaml; --preset NAME picks another
+
+
+def main(argv: list[str] | None = None) -> int:
+    cli = parse(argv, scenario=SCENARIO, default_preset=PRESET, doc=__doc__)  # preset < CLI overrides
+    info = start_backend(cli)  # Unsloth on an NVIDIA GPU (imported first), else transformers + PEFT
+    from train import trainer as recipe  # imports transformers and TRL, after the backend
+
+    with one_line_errors():
+        session = recipe.plan_run(cli.cfg, info, explicit_model=cli.explicit_model)  # model + hardware plan
+        if cli.plan_only:
+            return 0
+        recipe.open_run_dir(session, resume=cli.resume)  # run folder with the resolved config.yaml
+        data = recipe.load_data(session)  # data_prep -> run/data, assistant-only labels
+        training = recipe.build_trainer(session, data)  # LoRA model, SFTConfig, callbacks
+        result = recipe.train_and_save(session, data, training)  # base loss, train, adapter, metrics, samples
+    return report(result)
+
 
 if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:], scenario="domain_qa", default_preset="domain_qa", doc=__doc__))
+    raise SystemExit(main(sys.argv[1:]))

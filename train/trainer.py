@@ -1,10 +1,12 @@
-"""One training run from a resolved :class:`~train.config.TrainConfig`: data, plan, model, train, adapter.
+"""The steps of one training run, in the order the scenario scripts call them:
 
-``run()`` does, in order: pick the model (offline fallback), plan the hardware, make the run folder, save the
-resolved config, run data_prep into ``run/data``, tokenize with assistant-only labels, load the model on the
-chosen backend, build ``SFTConfig`` (our defaults < hardware plan < the ``sft`` mapping), measure the base
-model's held-out loss, train (resuming from the latest checkpoint when asked), then save the adapter with its
-tokenizer and chat template, ``metrics.json``, ``loss.png`` and sample generations.
+- :func:`plan_run`: pick the model (offline fallback) and plan the hardware;
+- :func:`open_run_dir`: make (or reopen, to resume) the run folder and save the resolved config;
+- :func:`load_data`: data_prep into ``run/data``, tokenized with assistant-only labels;
+- :func:`build_trainer`: the LoRA model on the chosen backend, ``SFTConfig`` (our defaults < hardware plan <
+  the ``sft`` mapping), callbacks and optimizer;
+- :func:`train_and_save`: the base model's held-out loss, training (from the latest checkpoint when resuming),
+  then the adapter with its tokenizer and chat template, ``metrics.json``, ``loss.png`` and sample replies.
 
 Import this module only after :func:`train.backend.activate` (it imports transformers and TRL).
 """
@@ -342,22 +344,57 @@ def print_samples(console: Console, samples: list[dict[str, str]]) -> None:
 # ---------------------------------------------------------------- the run
 
 
-def run(
-    cfg: TrainConfig,
-    info: BackendInfo,
-    *,
-    resume: bool = False,
-    explicit_model: bool = False,
-    plan_only: bool = False,
-    console: Console | None = None,
-) -> RunResult:
-    t_start = time.perf_counter()
+@dataclass
+class Session:
+    """What the steps of one run share: the config, the backend, the chosen model and its hardware plan."""
+
+    cfg: TrainConfig
+    info: BackendInfo
+    console: Console
+    model_name: str
+    source: str
+    params_b: float
+    plan: planner.Plan
+    main_proc: bool = True
+    run_dir: Path = Path(".")
+    resume: bool = False
+    last_ckpt: str | None = None
+    t_start: float = field(default_factory=time.perf_counter)
+
+
+@dataclass
+class Data:
+    """The prepared data of a run, tokenized with assistant-only labels."""
+
+    dir: Path
+    tokenizer: Any
+    train_ds: Any
+    eval_ds: Any
+    train_stats: Any
+    eval_stats: Any
+    test_rows: list[dict[str, Any]]
+
+
+@dataclass
+class Training:
+    trainer: RecipeTrainer
+    counters: Counters
+    interrupt: GracefulInterrupt
+    batching: str
+
+
+def plan_run(
+    cfg: TrainConfig, info: BackendInfo, *, explicit_model: bool = False, console: Console | None = None
+) -> Session:
+    """Pick the model (the offline fallback without a GPU or network) and plan the hardware; print the plan.
+
+    Raises :class:`PlanError` with what to change when the plan cannot fit (unless ``run.force``).
+    """
     console = console or Console()
     main_proc = int(os.environ.get("RANK", "0")) == 0
     if cfg.run.threads and not info.cuda:
         torch.set_num_threads(cfg.run.threads)
     validate_sft_keys(cfg.sft)
-
     model_name = pick_model(cfg, cuda=info.cuda, explicit=explicit_model, console=console)
     cfg.model.name = model_name
     source = registry.resolve_source(model_name)
@@ -373,33 +410,38 @@ def run(
         console.print(f"backend: [bold]{info.name}[/bold] ({info.reason})")
     if not plan.fits and not cfg.run.force:
         raise PlanError(
-            "this run does not fit on "
-            + hw.device
-            + ": "
-            + "; ".join(plan.advice)
-            + " (or --run.force true to try anyway)"
+            f"this run does not fit on {hw.device}: " + "; ".join(plan.advice) + " (or --run.force true to try anyway)"
         )
-    if plan_only:
-        return RunResult(run_dir=Path("."), adapter_dir=None, metrics={"plan": asdict(plan)})
+    return Session(cfg, info, console, model_name, source, params_b, plan, main_proc=main_proc)
 
-    run_dir = resolve_run_dir(cfg, resume)
-    cfg.run.run_dir = str(run_dir)
-    ckpt_dir = run_dir / "checkpoints"
-    last_ckpt = latest_checkpoint(ckpt_dir) if resume else None
-    if resume and last_ckpt is None:
-        console.print(f"[yellow]--resume: no checkpoint in {ckpt_dir}; starting from step 0[/yellow]")
-    if main_proc:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / "config.yaml")
-        console.print(f"run folder: {run_dir}")
 
-    # Data (the main process prepares; the others wait and read).
+def open_run_dir(s: Session, *, resume: bool = False) -> Path:
+    """Make (or, with ``resume``, reopen) the run folder and save the resolved config into it."""
+    s.resume = resume
+    s.run_dir = resolve_run_dir(s.cfg, resume)
+    s.cfg.run.run_dir = str(s.run_dir)
+    ckpt_dir = s.run_dir / "checkpoints"
+    s.last_ckpt = latest_checkpoint(ckpt_dir) if resume else None
+    if resume and s.last_ckpt is None:
+        s.console.print(f"[yellow]--resume: no checkpoint in {ckpt_dir}; starting from step 0[/yellow]")
+    if s.main_proc:
+        s.run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(s.cfg, s.run_dir / "config.yaml")
+        s.console.print(f"run folder: {s.run_dir}")
+    return s.run_dir
+
+
+def load_data(s: Session) -> Data:
+    """data_prep on the raw inputs into ``run/data`` (the main process prepares, the others wait), then
+    tokenize with assistant-only labels. Refuses data with no supervised token."""
     from accelerate import PartialState
 
-    state = PartialState()
-    with state.main_process_first():
-        data_dir = prepare_data(cfg, run_dir, model_name, reuse=resume, console=console if main_proc else None)
-    tokenizer = registry.load_tokenizer(model_name)
+    cfg, plan = s.cfg, s.plan
+    with PartialState().main_process_first():
+        data_dir = prepare_data(
+            cfg, s.run_dir, s.model_name, reuse=s.resume, console=s.console if s.main_proc else None
+        )
+    tokenizer = registry.load_tokenizer(s.model_name)
     train_rows = read_jsonl(data_dir / "train.jsonl")
     test_rows = read_jsonl(data_dir / "test.jsonl") if (data_dir / "test.jsonl").is_file() else []
     train_ds, train_stats = tokenize_rows(train_rows, tokenizer, plan.seq_len)
@@ -408,8 +450,8 @@ def run(
     eval_ds, eval_stats = tokenize_rows(eval_rows, tokenizer, plan.seq_len) if eval_rows else (None, None)
     if eval_ds is not None and len(eval_ds) == 0:
         eval_ds = None
-    if main_proc:
-        console.print(
+    if s.main_proc:
+        s.console.print(
             f"train: {train_stats.examples} examples, {train_stats.tokens} tokens, "
             f"trained-token share {train_stats.share:.1%} (assistant tokens only)"
             + (
@@ -418,40 +460,48 @@ def run(
                 else ""
             )
         )
+    return Data(data_dir, tokenizer, train_ds, eval_ds, train_stats, eval_stats, test_rows)
 
-    # Model and trainer.
+
+def build_trainer(s: Session, data: Data) -> Training:
+    """The LoRA model on the chosen backend, ``SFTConfig`` (our defaults < hardware plan < ``sft``), callbacks
+    (Ctrl-C checkpoint, token counters, TensorBoard, early stopping) and the optimizer (LoRA+ when asked)."""
+    from accelerate import PartialState
+
+    cfg, plan = s.cfg, s.plan
     seed = int(cfg.sft.get("seed", 42))
     torch.manual_seed(seed)
     weights = "fp32" if plan.use_cpu else plan.precision  # CPU bf16 is autocast over fp32 weights
     model, tokenizer = load_model(
-        info,
-        source,
+        s.info,
+        s.source,
         cfg.model,
         cfg.lora,
         precision=weights,
         gradient_checkpointing=plan.gradient_checkpointing,
         seed=seed,
-        tokenizer=tokenizer,
+        tokenizer=data.tokenizer,
     )
+    data.tokenizer = tokenizer
     batching = choose_batching(cfg, plan.batch_size)
-    per_step = plan.batch_size * plan.grad_accum * max(1, state.num_processes)
+    per_step = plan.batch_size * plan.grad_accum * max(1, PartialState().num_processes)
     epochs = float(cfg.sft.get("num_train_epochs", 3))
     steps_hint = int(cfg.sft.get("max_steps", -1))
     if steps_hint <= 0:
-        steps_hint = max(1, int(len(train_ds) * epochs / per_step))
-    args = build_sft_config(cfg, plan, run_dir, batching, eval_ds is not None, steps_hint)
+        steps_hint = max(1, int(len(data.train_ds) * epochs / per_step))
+    args = build_sft_config(cfg, plan, s.run_dir, batching, data.eval_ds is not None, steps_hint)
 
-    counters = Counters.load(Path(last_ckpt)) if last_ckpt else Counters()
+    counters = Counters.load(Path(s.last_ckpt)) if s.last_ckpt else Counters()
     interrupt = GracefulInterrupt()
     callbacks: list[Any] = [interrupt, CountersCheckpoint(counters)]
-    if main_proc:
+    if s.main_proc:
         from torch.utils.tensorboard import SummaryWriter
         from transformers.integrations import TensorBoardCallback
 
-        tensorboard = TensorBoardCallback(SummaryWriter(log_dir=str(run_dir / "logs")))
-        tensorboard.logging_dir = str(run_dir / "logs")  # where it reopens after train() (final eval)
+        tensorboard = TensorBoardCallback(SummaryWriter(log_dir=str(s.run_dir / "logs")))
+        tensorboard.logging_dir = str(s.run_dir / "logs")  # where it reopens after train() (final eval)
         callbacks.append(tensorboard)
-    if cfg.run.early_stopping_patience and eval_ds is not None:
+    if cfg.run.early_stopping_patience and data.eval_ds is not None:
         from transformers import EarlyStoppingCallback
 
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.run.early_stopping_patience))
@@ -463,67 +513,72 @@ def run(
     trainer = RecipeTrainer(
         model=model,
         args=args,
-        train_dataset=train_ds,
-        eval_dataset=eval_ds,
+        train_dataset=data.train_ds,
+        eval_dataset=data.eval_ds,
         processing_class=tokenizer,
         callbacks=callbacks,
         optimizers=optimizers,
         counters=counters,
     )
+    return Training(trainer, counters, interrupt, batching)
 
-    base_eval_file = run_dir / "base_eval.json"
+
+def train_and_save(s: Session, data: Data, t: Training) -> RunResult:
+    """Measure the base model's held-out loss, train (resuming when asked), then save the adapter with its
+    tokenizer and chat template, ``metrics.json``, ``loss.png`` and before/after sample replies."""
+    base_eval_file = s.run_dir / "base_eval.json"
     base_eval_loss = None
     if base_eval_file.is_file():
         base_eval_loss = json.loads(base_eval_file.read_text()).get("eval_loss")
-    elif cfg.run.base_eval and eval_ds is not None and last_ckpt is None:
+    elif s.cfg.run.base_eval and data.eval_ds is not None and s.last_ckpt is None:
         # A fresh LoRA adapter is the identity (B = 0), so this is the base model's held-out loss.
-        base_eval_loss = trainer.evaluate()["eval_loss"]
-        if main_proc:
+        base_eval_loss = t.trainer.evaluate()["eval_loss"]
+        if s.main_proc:
             write_text_atomic(base_eval_file, json.dumps({"eval_loss": base_eval_loss}))
-            console.print(f"base model held-out loss: {base_eval_loss:.4f}")
+            s.console.print(f"base model held-out loss: {base_eval_loss:.4f}")
 
     wall0 = time.perf_counter()
-    out = trainer.train(resume_from_checkpoint=last_ckpt)
+    out = t.trainer.train(resume_from_checkpoint=s.last_ckpt)
     wall = time.perf_counter() - wall0
-    interrupted = interrupt.requested
+    interrupted = t.interrupt.requested
     if interrupted:
-        if main_proc:
-            console.print(
-                f"[yellow]stopped; checkpoint saved in {ckpt_dir}. Continue with: "
-                f"--config {run_dir / 'config.yaml'} --resume[/yellow]"
+        if s.main_proc:
+            s.console.print(
+                f"[yellow]stopped; checkpoint saved in {s.run_dir / 'checkpoints'}. Continue with: "
+                f"--config {s.run_dir / 'config.yaml'} --resume[/yellow]"
             )
-        return RunResult(run_dir=run_dir, adapter_dir=None, metrics={}, interrupted=True)
+        return RunResult(run_dir=s.run_dir, adapter_dir=None, metrics={}, interrupted=True)
 
     final_eval: dict[str, Any] = {}
-    if eval_ds is not None:
-        last = [e for e in trainer.state.log_history if "eval_loss" in e]
-        if last and last[-1].get("step") == trainer.state.global_step and not args.load_best_model_at_end:
+    if data.eval_ds is not None:
+        last = [e for e in t.trainer.state.log_history if "eval_loss" in e]
+        if last and last[-1].get("step") == t.trainer.state.global_step and not t.trainer.args.load_best_model_at_end:
             final_eval = {k: v for k, v in last[-1].items() if k.startswith("eval_")}  # just evaluated
         else:
-            final_eval = trainer.evaluate()
-    tokens = int(trainer.accelerator.reduce(torch.tensor(counters.tokens), reduction="sum"))
-    supervised = int(trainer.accelerator.reduce(torch.tensor(counters.supervised), reduction="sum"))
-    adapter_dir = run_dir / "adapter"
+            final_eval = t.trainer.evaluate()
+    tokens = int(t.trainer.accelerator.reduce(torch.tensor(t.counters.tokens), reduction="sum"))
+    supervised = int(t.trainer.accelerator.reduce(torch.tensor(t.counters.supervised), reduction="sum"))
+    adapter_dir = s.run_dir / "adapter"
     samples: list[dict[str, str]] = []
     metrics: dict[str, Any] = {}
-    if trainer.is_world_process_zero():
-        save_adapter(trainer.model, tokenizer, adapter_dir)
-        history = trainer.state.log_history
-        train_seconds = counters.train_seconds or wall
+    if t.trainer.is_world_process_zero():
+        save_adapter(t.trainer.model, data.tokenizer, adapter_dir)
+        history = t.trainer.state.log_history
+        train_seconds = t.counters.train_seconds or wall
         metrics = {
-            "scenario": cfg.run.scenario,
-            "backend": info.name,
-            "model": model_name,
+            "scenario": s.cfg.run.scenario,
+            "backend": s.info.name,
+            "model": s.model_name,
             "device": device_name(),
-            "processes": state.num_processes,
+            "processes": t.trainer.accelerator.num_processes,
             "versions": versions(),
-            "plan": asdict(plan),
-            "batching": batching,
-            "wall_time_s": round(time.perf_counter() - t_start, 2),  # this session: load, data, train, eval
+            "plan": asdict(s.plan),
+            "batching": t.batching,
+            "wall_time_s": round(time.perf_counter() - s.t_start, 2),  # this session: load, data, train, eval
             "train_call_s": round(wall, 2),
             "train_time_s": round(train_seconds, 2),
-            "steps": trainer.state.global_step,
-            "epochs": round(float(trainer.state.epoch or 0), 3),
+            "steps": t.trainer.state.global_step,
+            "epochs": round(float(t.trainer.state.epoch or 0), 3),
             "trained_tokens": tokens,
             "supervised_tokens": supervised,
             "trained_token_share": round(supervised / tokens, 4) if tokens else 0.0,
@@ -535,27 +590,27 @@ def run(
             "mean_train_loss": round(float(out.training_loss), 4),
             "final_eval_loss": final_eval.get("eval_loss"),
             "base_eval_loss": base_eval_loss,
-            "data": {"train": train_stats.to_dict(), "eval": eval_stats.to_dict() if eval_stats else None},
-            "resumed_from": last_ckpt,
+            "data": {"train": data.train_stats.to_dict(), "eval": data.eval_stats.to_dict() if data.eval_stats else None},
+            "resumed_from": s.last_ckpt,
         }
-        write_metrics(run_dir / "metrics.json", metrics)
+        write_metrics(s.run_dir / "metrics.json", metrics)
         plot_loss(
-            history + ([{"step": trainer.state.global_step, **final_eval}] if final_eval else []),
-            run_dir / "loss.png",
+            history + ([{"step": t.trainer.state.global_step, **final_eval}] if final_eval else []),
+            s.run_dir / "loss.png",
             base_eval_loss=base_eval_loss,
-            title=f"{cfg.run.scenario}: {model_name}",
+            title=f"{s.cfg.run.scenario}: {s.model_name}",
         )
-        if cfg.run.samples and test_rows:
+        if s.cfg.run.samples and data.test_rows:
             samples = sample_generations(
-                trainer.model,
-                tokenizer,
-                test_rows,
-                cfg.run.samples,
-                cfg.run.sample_max_new_tokens,
-                with_base=cfg.run.before_after,
+                t.trainer.model,
+                data.tokenizer,
+                data.test_rows,
+                s.cfg.run.samples,
+                s.cfg.run.sample_max_new_tokens,
+                with_base=s.cfg.run.before_after,
             )
-            write_text_atomic(run_dir / "samples.json", json.dumps(samples, indent=2, ensure_ascii=False))
-    return RunResult(run_dir=run_dir, adapter_dir=adapter_dir, metrics=metrics, samples=samples)
+            write_text_atomic(s.run_dir / "samples.json", json.dumps(samples, indent=2, ensure_ascii=False))
+    return RunResult(run_dir=s.run_dir, adapter_dir=adapter_dir, metrics=metrics, samples=samples)
 
 
 def save_adapter(model: Any, tokenizer: Any, adapter_dir: Path) -> Path:
@@ -580,10 +635,17 @@ def save_adapter(model: Any, tokenizer: Any, adapter_dir: Path) -> Path:
 
 __all__ = [
     "AllMaskedBatchError",
+    "Data",
     "DataError",
     "PlanError",
     "RecipeTrainer",
     "RunResult",
-    "run",
+    "Session",
+    "Training",
+    "build_trainer",
+    "load_data",
+    "open_run_dir",
+    "plan_run",
     "save_adapter",
+    "train_and_save",
 ]
