@@ -349,10 +349,15 @@ class RejectWriter(JsonlWriter):
         self.add(d)
 
 
-def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> Path:
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` to a temp file beside ``path`` and move it into place; a crash leaves no partial file."""
     with AtomicFile(path) as f:
-        f.write(json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
+        f.write(text)
     return Path(path)
+
+
+def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> Path:
+    return write_text_atomic(path, json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
 
 
 def read_json_file(path: str | os.PathLike[str]) -> Any:

@@ -25,8 +25,9 @@ from typing import Any
 
 from tqdm import tqdm
 
+from data_prep.io import write_text_atomic
 from eval.persona import PersonaRules, persona_score
-from eval.report import atomic_write_text, save_bar_png, write_json
+from eval.report import save_bar_png, write_json
 
 
 @dataclass
@@ -235,7 +236,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     doc["elapsed_s"] = time.perf_counter() - start
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / "results.json", doc)
-    atomic_write_text(args.out / "report.md", render_report(doc))
+    write_text_atomic(args.out / "report.md", render_report(doc))
     labels = [v for v in ("base", "finetuned") if doc[v] and doc[v]["perplexity"] is not None]
     if labels:
         save_bar_png(args.out / "perplexity.png", labels, [doc[v]["perplexity"] for v in labels],

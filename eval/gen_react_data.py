@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
 from tqdm import tqdm
 
+from data_prep.io import AtomicFile
 from data_prep.react import Trajectory, format_react_text, strip_welcome
 from eval.expert import solve
 from eval.household import GRAMMARS, SPLITS, HouseholdEnv, Scene, generate_scene
@@ -65,17 +64,10 @@ def replay(traj: Trajectory, scene: Scene) -> None:
         raise RuntimeError(f"{traj.id}: the replay does not win")
 
 
-def _write_atomic(path: Path, chunks: Iterable[str]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for c in chunks:
-                f.write(c)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _write_chunks(path: Path, chunks: Iterable[str]) -> None:
+    with AtomicFile(path) as f:
+        for c in chunks:
+            f.write(c)
 
 
 def generate(
@@ -98,8 +90,8 @@ def generate(
         traj = make_trajectory(scene, f"{split}-{seed}-{i:05d}", grammar, with_scene)
         replay(traj, scene)
         trajs.append(traj)
-    _write_atomic(out / f"{name}.jsonl", (json.dumps(t.to_dict(), ensure_ascii=False) + "\n" for t in trajs))
-    _write_atomic(out / f"{name}.txt", "\n".join(format_react_text(t) for t in trajs))
+    _write_chunks(out / f"{name}.jsonl", (json.dumps(t.to_dict(), ensure_ascii=False) + "\n" for t in trajs))
+    _write_chunks(out / f"{name}.txt", "\n".join(format_react_text(t) for t in trajs))
     return trajs
 
 

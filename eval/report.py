@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from data_prep.io import write_text_atomic
 from eval.runner import EpisodeResult
 
 
@@ -34,24 +35,12 @@ REFERENCES: tuple[Reference, ...] = (
 )
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_json(path: Path, doc: Any) -> None:
-    atomic_write_text(path, json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+    write_text_atomic(path, json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
 
 
 def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
-    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
 def save_bar_png(
@@ -160,7 +149,7 @@ def write_react_outputs(
     out_dir = Path(out_dir)
     write_json(out_dir / "results.json", metrics)
     write_jsonl(out_dir / "episodes.jsonl", (r.to_dict() for r in results))
-    atomic_write_text(out_dir / "report.md", render_react_report(metrics, env_name))
+    write_text_atomic(out_dir / "report.md", render_react_report(metrics, env_name))
     tasks = list(metrics["by_task"])
     save_bar_png(
         out_dir / "success_by_task.png",

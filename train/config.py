@@ -15,13 +15,13 @@ This module imports no torch/transformers: scripts use it before choosing the ba
 from __future__ import annotations
 
 import dataclasses
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from data_prep.io import write_text_atomic
 
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
 
@@ -279,14 +279,3 @@ def save_config(cfg: TrainConfig, path: str | Path) -> None:
     text = "# Resolved config of this run. Repeat it with: --config " + str(p) + "\n"
     text += yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True)
     write_text_atomic(p, text)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -11,7 +11,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from train.config import write_text_atomic
+from data_prep.io import write_text_atomic
 
 COUNTERS_FILE = "recipe_counters.json"
 

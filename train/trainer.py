@@ -28,10 +28,11 @@ from rich.console import Console
 from trl import SFTConfig, SFTTrainer
 
 from data_prep import registry
+from data_prep.io import write_text_atomic
 from train import planner
 from train.backend import BackendInfo, bnb_available, load_model
 from train.callbacks import CountersCheckpoint, GracefulInterrupt
-from train.config import ConfigError, TrainConfig, save_config, validate_sft_keys, write_text_atomic
+from train.config import ConfigError, TrainConfig, save_config, validate_sft_keys
 from train.data import IGNORE, DataError, check_trainable, prompt_and_reference, read_jsonl, tokenize_rows
 from train.metrics import (
     Counters,
