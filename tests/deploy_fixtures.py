@@ -9,6 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from deploy.llamacpp import llama_cpp_available
+
+# The CI environment installs llama-cpp-python (quick_start.sh setup); elsewhere these tests say why they skip.
+_LLAMA_CPP_OK, _WHY_NOT = llama_cpp_available()
+needs_llama_cpp = pytest.mark.skipif(not _LLAMA_CPP_OK, reason=_WHY_NOT)
+
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 

@@ -12,21 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
-from deploy_fixtures import base_and_adapter
+from deploy_fixtures import base_and_adapter, needs_llama_cpp
 
 from deploy.export import check_disk, read_run
 from deploy.modelfile import parse_modelfile
 
-try:
-    import llama_cpp  # noqa: F401
-
-    HAVE_LLAMA_CPP = True
-except ImportError:
-    HAVE_LLAMA_CPP = False
-needs_llama_cpp = pytest.mark.skipif(
-    not HAVE_LLAMA_CPP,
-    reason="llama-cpp-python is not installed (pip install -e '.[llamacpp]'); the CI image has it",
-)
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 import pytest
-from deploy_fixtures import base_and_adapter
+from deploy_fixtures import base_and_adapter, needs_llama_cpp
 from transformers import AutoTokenizer
 
 from deploy import verify
@@ -18,17 +18,6 @@ from deploy.gguf import ModelHParams, permute_rotary, write_gguf
 from deploy.lora import LoraAdapter
 from deploy.merge import MergeSource
 from deploy.tokenizer_gguf import build_vocab, detect_pre_tokenizer
-
-try:
-    import llama_cpp  # noqa: F401
-
-    HAVE_LLAMA_CPP = True
-except ImportError:
-    HAVE_LLAMA_CPP = False
-needs_llama_cpp = pytest.mark.skipif(
-    not HAVE_LLAMA_CPP,
-    reason="llama-cpp-python is not installed (pip install -e '.[llamacpp]'); the CI image has it",
-)
 
 CASES = {
     "llama": ("smollm2", "llama"),
