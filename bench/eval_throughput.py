@@ -4,9 +4,11 @@
                                     [--batch-size 8] [--max-new-tokens 48]
 
 The same episodes (the first N of valid_seen) are played by the same runner and policy twice: batched
-(``--batch-size`` episodes per forward pass, KV cache kept per episode; a finished episode's slot is
-refilled with the next one, as in a real eval of 134 games) and sequential (one episode at a time, KV
-cache kept too). N is several times the batch size, so the measurement is of a full batch rather than of
+(``--batch-size`` slots decoded together with token-level continuous batching: a finished reply steps its
+episode and rejoins at the next decoding step, an ended episode's slot takes the next one, as in a real
+eval of 134 games) and sequential (one episode at a time, KV cache kept too). ``--per-turn`` also times
+the older per-turn batching, where a batch waits for its longest reply; ``--gguf`` plays the same
+episodes with the llamacpp policy. N is several times the batch size, so the measurement is of a full batch rather than of
 the tail where the last episodes run alone. It prints episodes/s and tokens encoded per episode for each, the tokens a full
 re-encode of every turn would have needed (counted with the tokenizer, not run), and checks that both
 runs chose the same actions. The last line is ``sim_steps_per_s=<n> batched_over_sequential=<ratio>``.
@@ -46,6 +48,10 @@ def main() -> int:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    ap.add_argument("--adapter", default=None, help="a LoRA adapter folder (e.g. runs/<run>/adapter)")
+    ap.add_argument("--per-turn", action="store_true",
+                    help="also time the per-turn batched loop (a batch waits for its longest reply)")
+    ap.add_argument("--gguf", default=None, help="also play the episodes with the llamacpp policy on this GGUF")
     args = ap.parse_args()
 
     import torch
@@ -58,12 +64,15 @@ def main() -> int:
 
     sim = sim_steps_per_s()
     print(f"simulator: {sim:.0f} steps/s")
-    policy = HFPolicy.load(args.model, dtype=args.dtype, max_new_tokens=args.max_new_tokens)
+    policy = HFPolicy.load(args.model, args.adapter, dtype=args.dtype, max_new_tokens=args.max_new_tokens)
     scenes = generate_scenes("valid_seen", n=args.episodes)
     runs = {}
-    for label, bs in (("batched", args.batch_size), ("sequential", 1)):
+    modes = [("batched", args.batch_size, True), ("per-turn", args.batch_size, False), ("sequential", 1, False)]
+    for label, bs, continuous in modes if args.per_turn else [modes[0], modes[2]]:
         t0 = time.perf_counter()
-        results = run_episodes(policy, scenes, max_steps=args.max_steps, batch_size=bs, progress=True)
+        results = run_episodes(
+            policy, scenes, max_steps=args.max_steps, batch_size=bs, progress=True, continuous=continuous
+        )
         elapsed = time.perf_counter() - t0
         runs[label] = (results, elapsed)
         tokens = sum(r.tokens_encoded for r in results) / len(results)
@@ -77,6 +86,19 @@ def main() -> int:
     full = _full_reencode_tokens(policy.tokenizer, runs["sequential"][0])
     print(f"shared system-prompt prefix: {policy.stats['shared_prefix_tokens']} tokens, encoded once per run")
     print(f"full re-encode every turn would feed {full:.0f} tokens/episode; same actions batched/sequential: {same}")
+    if args.gguf:
+        from eval.policies.llamacpp import LlamaCppPolicy
+
+        gguf = LlamaCppPolicy(args.gguf, max_new_tokens=args.max_new_tokens)
+        t0 = time.perf_counter()
+        results = run_episodes(gguf, scenes, max_steps=args.max_steps, batch_size=args.batch_size, progress=True)
+        elapsed = time.perf_counter() - t0
+        gguf.close()
+        same_gguf = [r.actions for r in results] == [r.actions for r in runs["sequential"][0]]
+        print(
+            f"llamacpp {args.gguf}: {len(results) / elapsed:.4f} episodes/s, {elapsed:.1f} s "
+            f"({runs['batched'][1] / elapsed:.2f}x the hf batched speed), same actions as hf: {same_gguf}"
+        )
     ratio = runs["sequential"][1] / runs["batched"][1]
     print(f"sim_steps_per_s={sim:.0f} batched_over_sequential={ratio:.2f}")
     return 0

@@ -100,17 +100,19 @@ def react_messages(
 _GOAL_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     (t, re.compile(p))
     for t, p in (
-        ("pick_clean_then_place_in_recep", r"^put a clean (?P<obj>\w+) (?:in|on|in/on) (?P<recep>\w+)$"),
-        ("pick_clean_then_place_in_recep", r"^clean some (?P<obj>\w+) and put it (?:in|on|in/on) (?P<recep>\w+)$"),
-        ("pick_heat_then_place_in_recep", r"^put a hot (?P<obj>\w+) (?:in|on|in/on) (?P<recep>\w+)$"),
-        ("pick_heat_then_place_in_recep", r"^heat some (?P<obj>\w+) and put it (?:in|on|in/on) (?P<recep>\w+)$"),
-        ("pick_cool_then_place_in_recep", r"^put a cool (?P<obj>\w+) (?:in|on|in/on) (?P<recep>\w+)$"),
-        ("pick_cool_then_place_in_recep", r"^cool some (?P<obj>\w+) and put it (?:in|on|in/on) (?P<recep>\w+)$"),
+        ("pick_clean_then_place_in_recep", r"^put an? clean (?P<obj>\w+) (?:in|on|in/on) (?P<recep>\w+)$"),
+        ("pick_clean_then_place_in_recep", r"^clean (?:some|a|an) (?P<obj>\w+) and put it (?:in|on|in/on) (?P<recep>\w+)$"),
+        ("pick_heat_then_place_in_recep", r"^put an? hot (?P<obj>\w+) (?:in|on|in/on) (?P<recep>\w+)$"),
+        ("pick_heat_then_place_in_recep", r"^heat (?:some|a|an) (?P<obj>\w+) and put it (?:in|on|in/on) (?P<recep>\w+)$"),
+        ("pick_cool_then_place_in_recep", r"^put an? cool (?P<obj>\w+) (?:in|on|in/on) (?P<recep>\w+)$"),
+        ("pick_cool_then_place_in_recep", r"^cool (?:some|a|an) (?P<obj>\w+) and put it (?:in|on|in/on) (?P<recep>\w+)$"),
         ("look_at_obj_in_light", r"^look at (?P<obj>\w+) under the (?P<recep>\w+)$"),
         ("look_at_obj_in_light", r"^examine the (?P<obj>\w+) with the (?P<recep>\w+)$"),
         ("pick_two_obj_and_place", r"^put two (?P<obj>\w+) (?:in|on|in/on) (?P<recep>\w+)$"),
         ("pick_two_obj_and_place", r"^find two (?P<obj>\w+) and put them (?:in|on|in/on) (?P<recep>\w+)$"),
-        ("pick_and_place_simple", r"^put (?:a|some) (?P<obj>\w+) (?:in|on|in/on) (?P<recep>\w+)$"),
+        ("pick_and_place_simple", r"^put (?:a|an|some) (?P<obj>\w+) (?:in|on|in/on) (?P<recep>\w+)$"),
+        # Real ALFWorld game files also say "find some apple and put it in sidetable" (the ReAct prompts' put_0).
+        ("pick_and_place_simple", r"^find (?:a|an|some) (?P<obj>\w+) and put it (?:in|on|in/on) (?P<recep>\w+)$"),
     )
 )
 
@@ -123,7 +125,8 @@ class Goal:
 
 
 def parse_goal(goal: str) -> Goal | None:
-    """Parse one of the 12 ALFWorld goal phrasings; ``None`` if it is none of them."""
+    """Parse an ALFWorld goal sentence (the 12 goal-library templates and the "find some X and put it in Y"
+    form of real game files; "a"/"an"/"some" alike); ``None`` if it is none of them."""
     g = goal.strip().rstrip(".").strip().lower()
     if g.startswith(TASK_PREFIX.lower()):
         g = g[len(TASK_PREFIX) :].strip()

@@ -82,10 +82,22 @@ class _Knowledge:
         self.closed: dict[str, bool] = {}
         self.at: str | None = None
         self.held: str | None = None
+        # Receptacles found to share a location (real ALFWorld rooms have some): "go to" one of them while
+        # standing at another answers "Nothing happens.", and the agent can act on it from where it is.
+        self.spot: dict[str, set[str]] = {}
+
+    def here(self, r: str) -> bool:
+        """``r`` is where the agent stands, or known to share that location."""
+        return self.at is not None and (r == self.at or r in self.spot.get(self.at, ()))
 
     def update(self, action: str, obs: str) -> None:
         obs = obs.strip()
         if obs == NOTHING:
+            if action.startswith("go to ") and self.at is not None and action[6:] in self.receptacles:
+                spot = self.spot.setdefault(self.at, {self.at})
+                spot.add(action[6:])
+                for r in spot:
+                    self.spot[r] = spot
             return
         if action.startswith("go to "):
             self.at = action[6:]
@@ -126,8 +138,9 @@ class _Knowledge:
     def pick(self, rtype: str) -> str:
         """Which instance of ``rtype`` to use: where we are, else one seen open, else the lowest number."""
         names = self.by_type[rtype]
-        if self.at in names:
-            return self.at
+        for r in names:
+            if self.here(r):
+                return r
         for r in names:
             if self.closed.get(r) is False:
                 return r
@@ -176,14 +189,16 @@ def _search(
     excl = set(exclude)
     seen = kb.find_seen(otype, excl)
     if seen is not None:
-        if kb.at != seen[1]:
+        if not kb.here(seen[1]):
             yield from _do(kb, f"go to {seen[1]}")
         return seen
     for r in kb.search_order(otype):
         if r in kb.contents:
             continue  # already looked inside, nothing there
-        if kb.at != r:
-            yield from _do(kb, f"go to {r}")
+        if not kb.here(r):
+            obs = yield from _do(kb, f"go to {r}")
+            if obs.strip() == NOTHING:  # r shares this location: look at it from here
+                yield from _do(kb, f"examine {r}")
         if kb.closed.get(r):
             yield from _do(kb, f"open {r}")
         for o in kb.contents.get(r, []):
@@ -193,7 +208,7 @@ def _search(
 
 
 def _goto_open(kb: _Knowledge, r: str) -> Plan:
-    if kb.at != r:
+    if not kb.here(r):
         yield from _do(kb, f"go to {r}")
     if kb.closed.get(r):
         yield from _do(kb, f"open {r}")
@@ -281,9 +296,9 @@ def _solve(kb: _Knowledge, goal: Goal, goal_text: str, grammar: str) -> Plan:
     if treat is not None:
         verb, appliance_type = treat
         appliance = kb.pick(appliance_type)
-        todo = f"{verb} it with {appliance}" if kb.at == appliance else f"go to {appliance} and {verb} it"
+        todo = f"{verb} it with {appliance}" if kb.here(appliance) else f"go to {appliance} and {verb} it"
         yield think + f"Now I take {_a(obj)} ({number_of(o)}). Next, I need to {todo}."
-        if kb.at != appliance:
+        if not kb.here(appliance):
             yield from _do(kb, f"go to {appliance}")
         yield from _do(kb, f"{verb} {o} with {appliance}")
         target = kb.pick(target_type)

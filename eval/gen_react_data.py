@@ -80,13 +80,14 @@ def generate(
     name: str = "trajectories",
     with_scene: bool = True,
     progress: bool = True,
+    shared_locations: float = 0.0,
 ) -> list[Trajectory]:
     """Generate, verify and write ``n`` trajectories; returns them."""
     out.mkdir(parents=True, exist_ok=True)
     per_kind = {kind: split_layouts(kind, split) for kind in ROOM_KINDS}
     trajs: list[Trajectory] = []
     for i in tqdm(range(n), desc=f"{split} trajectories", unit="traj", disable=not progress):
-        scene = generate_scene(split, i, seed, _layouts=per_kind)
+        scene = generate_scene(split, i, seed, shared_locations=shared_locations, _layouts=per_kind)
         traj = make_trajectory(scene, f"{split}-{seed}-{i:05d}", grammar, with_scene)
         replay(traj, scene)
         trajs.append(traj)
@@ -106,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--grammar", choices=GRAMMARS, default="2.1.1")
     ap.add_argument("--name", default="trajectories", help="output file stem (default: trajectories)")
     ap.add_argument("--no-scene", action="store_true", help="leave the scene out of the JSON lines")
+    ap.add_argument("--shared-locations", type=float, default=0.0, metavar="P",
+                    help="probability per receptacle type that two instances share one location (default 0)")
     args = ap.parse_args(argv)
     if args.n < 1:
         ap.error(f"--n must be >= 1, got {args.n}")
@@ -124,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             grammar=args.grammar,
             name=args.name,
             with_scene=not args.no_scene,
+            shared_locations=args.shared_locations,
         )
     except (OSError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,6 +16,16 @@ def _mean(values: Sequence[float]) -> float | None:
 
 def _share(part: int, whole: int) -> float:
     return part / whole if whole else 0.0
+
+
+def wilson_interval(wins: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The 95% Wilson score interval of a success rate (stays inside [0, 1], sane at 0 and n wins)."""
+    if n == 0:
+        return 0.0, 1.0
+    p = wins / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def compute_metrics(
@@ -45,6 +56,7 @@ def compute_metrics(
         "split": split,
         "episodes": n,
         "success_rate": _share(sum(r.won for r in results), n),
+        "success_ci95": list(wilson_interval(sum(r.won for r in results), n)),
         "by_task": by_task,
         "avg_steps": _mean([r.steps for r in results]),
         "avg_steps_success": _mean([r.steps for r in results if r.won]),

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from tqdm import tqdm
 
 from data_prep.react import goal_from_observation, parse_goal
-from eval.policies.base import EpisodeState, Policy
+from eval.policies.base import EpisodeState, Policy, Reply
 
 LOOP_REPEATS = 3
 FUZZY_METHOD = "difflib"  # SequenceMatcher ratio against the admissible commands
@@ -105,6 +105,53 @@ class _Running:
     result: EpisodeResult
 
 
+class EpisodeFeed:
+    """Where a policy gets episodes and sends replies; the runner's bookkeeping, shared by both loops.
+
+    ``start()`` begins the next queued episode (``None`` when none is left). ``reply(state, reply)`` applies
+    one reply: it steps that episode's environment, updates ``state`` in place (new observation, admissible
+    commands) and returns True while the episode goes on, False once it has ended (won, step limit, loop).
+    A continuously batching policy calls these itself, one episode at a time, so a finished reply is
+    answered at once and a waiting episode starts the moment a slot frees.
+    """
+
+    def __init__(
+        self, scenes: Sequence[Any], *, ids: Sequence[str] | None, make_env: Callable[[Any, str, int], Env],
+        grammar: str, max_steps: int, fuzzy: bool, bar: Any, release: Callable[[EpisodeState], None] | None,
+    ) -> None:
+        self._queue = list(enumerate(scenes))[::-1]
+        self._ids, self._make_env, self._grammar = ids, make_env, grammar
+        self._max_steps, self._fuzzy, self._bar, self._release = max_steps, fuzzy, bar, release
+        self._running: dict[int, _Running] = {}
+        self.results: list[EpisodeResult | None] = [None] * len(scenes)
+        self._won = 0
+
+    def start(self) -> EpisodeState | None:
+        if not self._queue:
+            return None
+        index, scene = self._queue.pop()
+        episode_id = self._ids[index] if self._ids is not None else _episode_id(scene, index)
+        run = _start(self._make_env(scene, self._grammar, self._max_steps), scene, index, self._grammar, episode_id)
+        self._running[index] = run
+        return run.state
+
+    def reply(self, state: EpisodeState, reply: Reply) -> bool:
+        run = self._running[state.index]
+        ended = _advance(
+            run, reply.text, reply.tokens_encoded, reply.error, max_steps=self._max_steps, fuzzy=self._fuzzy
+        )
+        if not ended:
+            return True
+        del self._running[state.index]
+        if self._release is not None:
+            self._release(state)
+        self.results[state.index] = run.result
+        self._won += run.result.won
+        self._bar.update(1)
+        self._bar.set_postfix(success=f"{self._won / max(1, self._bar.n):.2f}")
+        return False
+
+
 def run_episodes(
     policy: Policy,
     scenes: Sequence[Any],
@@ -116,11 +163,15 @@ def run_episodes(
     make_env: Callable[[Any, str, int], Env] | None = None,
     ids: Sequence[str] | None = None,
     progress: bool = True,
+    continuous: bool = True,
 ) -> list[EpisodeResult]:
     """Play one episode per scene with ``policy``; up to ``batch_size`` episodes share each policy call.
 
     ``make_env(scene, grammar, max_steps)`` builds an environment (default: ``HouseholdEnv``); ``ids`` names
-    the episodes (default: the scene's ``id`` attribute, else ``episode-NNNN``).
+    the episodes (default: the scene's ``id`` attribute, else ``episode-NNNN``). A policy with
+    ``act_continuous(feed, batch_size)`` (the hf policy) batches at the token level unless ``continuous`` is
+    False: an episode whose reply is done steps and rejoins at the next decoding step instead of waiting
+    for the batch's longest reply.
     """
     if ids is not None and len(ids) != len(scenes):
         raise ValueError(f"got {len(ids)} ids for {len(scenes)} scenes")
@@ -128,37 +179,35 @@ def run_episodes(
         raise ValueError("batch_size must be at least 1")
     if max_steps < 1:
         raise ValueError("max_steps must be at least 1")
-    make_env = make_env or _default_env
-    queue = list(enumerate(scenes))[::-1]
-    results: list[EpisodeResult | None] = [None] * len(scenes)
-    running: list[_Running] = []
     bar = tqdm(total=len(scenes), desc=f"episodes ({policy.name})", unit="ep", disable=not progress)
-    n_won = 0
     release = getattr(policy, "release", None)  # optional hook: an episode ended, free what it held
+    feed = EpisodeFeed(
+        scenes, ids=ids, make_env=make_env or _default_env, grammar=grammar, max_steps=max_steps, fuzzy=fuzzy,
+        bar=bar, release=release,
+    )
     try:
-        while queue or running:
-            while queue and len(running) < batch_size:
-                index, scene = queue.pop()
-                episode_id = ids[index] if ids is not None else _episode_id(scene, index)
-                running.append(_start(make_env(scene, grammar, max_steps), scene, index, grammar, episode_id))
-            replies = policy.act([r.state for r in running])
-            if len(replies) != len(running):
-                raise RuntimeError(f"policy {policy.name} returned {len(replies)} replies for {len(running)} episodes")
-            still: list[_Running] = []
-            for run, reply in zip(running, replies, strict=True):
-                if _advance(run, reply.text, reply.tokens_encoded, reply.error, max_steps=max_steps, fuzzy=fuzzy):
-                    if release is not None:
-                        release(run.state)
-                    results[run.result.index] = run.result
-                    n_won += run.result.won
-                    bar.update(1)
-                    bar.set_postfix(success=f"{n_won / max(1, bar.n):.2f}")
-                else:
-                    still.append(run)
-            running = still
+        act_continuous = getattr(policy, "act_continuous", None)
+        if continuous and act_continuous is not None:
+            act_continuous(feed, batch_size)
+        else:
+            _turn_loop(policy, feed, batch_size)
     finally:
         bar.close()
-    return [r for r in results if r is not None]
+    return [r for r in feed.results if r is not None]
+
+
+def _turn_loop(policy: Policy, feed: EpisodeFeed, batch_size: int) -> None:
+    """One policy call per turn for up to ``batch_size`` episodes; ended episodes are refilled between turns."""
+    running: list[EpisodeState] = []
+    while True:
+        while len(running) < batch_size and (state := feed.start()) is not None:
+            running.append(state)
+        if not running:
+            return
+        replies = policy.act(running)
+        if len(replies) != len(running):
+            raise RuntimeError(f"policy {policy.name} returned {len(replies)} replies for {len(running)} episodes")
+        running = [s for s, r in zip(running, replies, strict=True) if feed.reply(s, r)]
 
 
 def _start(env: Env, scene: Any, index: int, grammar: str, episode_id: str) -> _Running:

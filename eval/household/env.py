@@ -58,6 +58,12 @@ class HouseholdEnv:
         for r in scene.receptacles:
             self._rtype[r.name] = r.type
             self._openable[r.name] = r.openable
+        # Receptacles that stand at one location (real ALFWorld rooms have some): reachable together.
+        self._group: dict[str, tuple[str, ...]] = {r.name: (r.name,) for r in scene.receptacles}
+        for group in scene.location_groups:
+            ordered = tuple(room_list(group))
+            for r in group:
+                self._group[r] = ordered
         self._otype: dict[str, str] = {o.name: o.type for o in scene.objects}
         self._index: dict[str, int] = {o.name: i for i, o in enumerate(scene.objects)}
         self._goal_objs = tuple(o.name for o in scene.objects if o.type == self.goal.obj)
@@ -140,6 +146,10 @@ class HouseholdEnv:
         )
 
     # -- helpers -------------------------------------------------------------------------------------
+    def _here(self, r: str) -> bool:
+        """``r`` stands at the agent's location (the receptacle it went to, or one sharing that spot)."""
+        return self._at is not None and r in self._group[self._at]
+
     def _accessible(self, r: str) -> bool:
         return not (self._openable[r] and self._closed[r])
 
@@ -155,8 +165,8 @@ class HouseholdEnv:
         """Held, or in the open receptacle the agent stands at."""
         if o == self._held:
             return True
-        at = self._at
-        return at is not None and self._loc.get(o) == at and self._accessible(at)
+        r = self._loc.get(o)
+        return r is not None and self._here(r) and self._accessible(r)
 
     def _insert(self, r: str, o: str) -> None:
         """Add ``o`` to ``r`` keeping scene order."""
@@ -172,7 +182,7 @@ class HouseholdEnv:
         if not rest.startswith("to "):
             return NOTHING
         r = rest[3:]
-        if r not in self._rtype or r == self._at:
+        if r not in self._rtype or self._here(r):  # already at that location: ALFWorld says nothing happens
             return NOTHING
         self._at = r
         if self.grammar == "2.1.2":
@@ -180,13 +190,13 @@ class HouseholdEnv:
         return self.describe(r)
 
     def _open(self, r: str) -> str:
-        if r != self._at or not self._openable.get(r) or not self._closed[r]:
+        if r not in self._rtype or not self._here(r) or not self._openable[r] or not self._closed[r]:
             return NOTHING
         self._closed[r] = False
         return f"You open the {r}. The {r} is open. In it, you see {format_list(self._contents[r])}."
 
     def _close(self, r: str) -> str:
-        if r != self._at or not self._openable.get(r) or self._closed[r]:
+        if r not in self._rtype or not self._here(r) or not self._openable[r] or self._closed[r]:
             return NOTHING
         self._closed[r] = True
         return f"You close the {r}."
@@ -195,7 +205,8 @@ class HouseholdEnv:
         o, sep, r = rest.partition(" from ")
         if (
             not sep
-            or r != self._at
+            or r not in self._rtype
+            or not self._here(r)
             or self._held is not None
             or self._loc.get(o) != r
             or self._otype[o] in NOT_PICKUPABLE
@@ -208,7 +219,9 @@ class HouseholdEnv:
         return f"You pick up the {o} from the {r}."
 
     def _place(self, o: str, r: str) -> bool:
-        if self._held is None or o != self._held or r != self._at or not self._accessible(r):
+        if self._held is None or o != self._held or r not in self._rtype or not self._here(r):
+            return False
+        if not self._accessible(r):
             return False
         self._held = None
         self._loc[o] = r
@@ -231,7 +244,8 @@ class HouseholdEnv:
         o, sep, r = rest.partition(" with ")
         if (
             not sep
-            or r != self._at
+            or r not in self._rtype
+            or not self._here(r)
             or self._rtype[r] != appliance
             or self._held is None
             or o != self._held
@@ -266,14 +280,15 @@ class HouseholdEnv:
         return f"You clean the {t[0]} using the {t[1]}."
 
     def _use(self, o: str) -> str:
-        if self._otype.get(o) not in LAMPS or self._at is None or self._loc[o] != self._at:
+        r = self._loc.get(o)
+        if self._otype.get(o) not in LAMPS or r is None or not self._here(r):
             return NOTHING
         self._lamp_on.add(o)
         return f"You turn on the {o}."
 
     def _examine(self, x: str) -> str:
         if x in self._rtype:
-            return self.describe(x) if x == self._at else NOTHING
+            return self.describe(x) if self._here(x) else NOTHING
         if x not in self._otype or not self._visible(x):
             return NOTHING
         st = self._states[x]
@@ -293,17 +308,20 @@ class HouseholdEnv:
             return NOTHING
         if self._at is None:
             return self._room_line
-        return f"You are facing the {self._at}. Next to it, you see nothing."
+        # ALFWorld lists every receptacle at the spot without articles: "the cabinet 2, and cabinet 1".
+        return f"You are facing the {format_list(self._group[self._at], article='')}. Next to it, you see nothing."
 
     # -- goal ----------------------------------------------------------------------------------------
     def _goal_met(self) -> bool:
         g = self.goal
         tt = g.task_type
         if tt == "look_at_obj_in_light":
-            at = self._at
-            if at is None or self._held is None or self._otype[self._held] != g.obj:
+            if self._at is None or self._held is None or self._otype[self._held] != g.obj:
                 return False
-            return any(self._loc[lamp] == at and self._otype[lamp] == g.recep for lamp in self._lamp_on)
+            return any(
+                (r := self._loc[lamp]) is not None and self._here(r) and self._otype[lamp] == g.recep
+                for lamp in self._lamp_on
+            )
         need = None
         if tt == "pick_heat_then_place_in_recep":
             need = "hot"
@@ -328,34 +346,36 @@ class HouseholdEnv:
     def admissible_commands(self) -> list[str]:
         """The commands that would not reply "Nothing happens." now (sorted; think is always valid too)."""
         cmds = ["inventory", "look"]
-        at = self._at
         held = self._held
-        cmds.extend(f"go to {r}" for r in self._rtype if r != at)
+        cmds.extend(f"go to {r}" for r in self._rtype if not self._here(r))
         if held is not None:
             cmds.append(f"examine {held}")
-        if at is not None:
-            cmds.append(f"examine {at}")
-            rt = self._rtype[at]
-            if self._openable[at]:
-                cmds.append(f"close {at}" if not self._closed[at] else f"open {at}")
-            accessible = self._accessible(at)
-            for o in self._contents[at]:
-                if self._otype[o] in LAMPS:
-                    cmds.append(f"use {o}")
-                if accessible:
-                    cmds.append(f"examine {o}")
-                    if held is None and self._otype[o] not in NOT_PICKUPABLE:
-                        cmds.append(f"take {o} from {at}")
-            if held is not None:
-                if accessible:
-                    cmds.append(
-                        f"put {held} in/on {at}" if self.grammar == "2.1.1" else f"move {held} to {at}"
-                    )
-                ht = self._otype[held]
-                if rt == "microwave" and ht in HEATABLE:
-                    cmds.append(f"heat {held} with {at}")
-                if rt == "fridge" and ht in COOLABLE:
-                    cmds.append(f"cool {held} with {at}")
-                if rt == "sinkbasin" and ht in CLEANABLE:
-                    cmds.append(f"clean {held} with {at}")
+        for r in self._group[self._at] if self._at is not None else ():
+            cmds.extend(self._commands_at(r, held))
         return sorted(set(cmds))
+
+    def _commands_at(self, at: str, held: str | None) -> list[str]:
+        """Admissible commands that act on receptacle ``at`` (one the agent stands at)."""
+        cmds = [f"examine {at}"]
+        rt = self._rtype[at]
+        if self._openable[at]:
+            cmds.append(f"close {at}" if not self._closed[at] else f"open {at}")
+        accessible = self._accessible(at)
+        for o in self._contents[at]:
+            if self._otype[o] in LAMPS:
+                cmds.append(f"use {o}")
+            if accessible:
+                cmds.append(f"examine {o}")
+                if held is None and self._otype[o] not in NOT_PICKUPABLE:
+                    cmds.append(f"take {o} from {at}")
+        if held is not None:
+            if accessible:
+                cmds.append(f"put {held} in/on {at}" if self.grammar == "2.1.1" else f"move {held} to {at}")
+            ht = self._otype[held]
+            if rt == "microwave" and ht in HEATABLE:
+                cmds.append(f"heat {held} with {at}")
+            if rt == "fridge" and ht in COOLABLE:
+                cmds.append(f"cool {held} with {at}")
+            if rt == "sinkbasin" and ht in CLEANABLE:
+                cmds.append(f"clean {held} with {at}")
+        return cmds

@@ -20,7 +20,7 @@ Design (deterministic on every machine: only ``random.Random`` seeded with integ
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from data_prep.react import TASK_TYPES
 
@@ -163,22 +163,46 @@ def generate_scenes(split: str, n: int | None = None, seed: int = 0) -> list[Sce
 
 
 def generate_scene(
-    split: str, index: int, seed: int = 0, *, _layouts: dict[str, tuple[Layout, ...]] | None = None
+    split: str, index: int, seed: int = 0, *, shared_locations: float = 0.0,
+    _layouts: dict[str, tuple[Layout, ...]] | None = None,
 ) -> Scene:
-    """Scene ``index`` of ``split`` (task type ``TASK_TYPES[index % 6]``)."""
+    """Scene ``index`` of ``split`` (task type ``TASK_TYPES[index % 6]``).
+
+    ``shared_locations`` > 0 puts, with that probability per receptacle type with two or more instances,
+    two of them at one location (as in some real ALFWorld rooms); the default 0 keeps the standard splits.
+    """
     from eval.expert import solve  # the expert imports this package; import it when first needed
 
     rng = random.Random(scene_seed(split, seed, index))
+    # a separate stream, so the standard scenes stay the same whatever this option is
+    share_rng = random.Random(scene_seed(split, seed, index) ^ 0x5EED)
     per_kind = _layouts or {kind: split_layouts(kind, split) for kind in ROOM_KINDS}
     task_type = TASK_TYPES[index % len(TASK_TYPES)]
     for _ in range(_MAX_ATTEMPTS):
         scene = _draw_scene(rng, task_type, per_kind, unseen=split == "valid_unseen")
         if scene is None:
             continue
+        if shared_locations > 0:
+            scene = share_locations(scene, share_rng, shared_locations)
         result = solve(scene)
         if result.won and len(result.actions) <= EXPERT_STEP_BUDGET:
             return scene
     raise RuntimeError(f"could not draw a solvable {task_type} scene for {split} #{index} (seed {seed})")
+
+
+def share_locations(scene: Scene, rng: random.Random, p: float) -> Scene:
+    """``scene`` with, per receptacle type of 2+ instances and with probability ``p``, two neighbours
+    (``cabinet 1`` and ``cabinet 2``) standing at one location."""
+    by_type: dict[str, list[str]] = {}
+    for r in scene.receptacles:
+        by_type.setdefault(r.type, []).append(r.name)
+    groups = []
+    for rtype in sorted(by_type):
+        names = sorted(by_type[rtype], key=number_of)
+        if len(names) >= 2 and rng.random() < p:
+            k = rng.randrange(len(names) - 1)
+            groups.append((names[k], names[k + 1]))
+    return replace(scene, location_groups=tuple(groups))
 
 
 def _instances(rng: random.Random, present: dict[str, list[str]], rtypes: list[str], k: int) -> list[str]:

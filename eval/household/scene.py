@@ -6,6 +6,10 @@
      "receptacles": [{"name": "fridge 1", "openable": true, "closed": true}, ...],
      "objects": [{"name": "apple 1", "in": "diningtable 1", "states": []}, ...]}
 
+An optional ``"location_groups": [["cabinet 1", "cabinet 2"]]`` lists receptacles that stand at one location,
+as some real ALFWorld rooms have: ``go to`` one of them reaches all, ``go to`` another then answers "Nothing
+happens." and ``look`` says "You are facing the cabinet 2, and cabinet 1. ...".
+
 ``openable`` defaults by receptacle type, ``closed`` defaults to ``openable``, ``states`` to ``[]``;
 ``task.type`` may be left out (it is parsed from the goal). Objects inside a receptacle are listed in
 scene order. The goal's object/receptacle/lamp types come from the goal sentence.
@@ -61,6 +65,7 @@ class Scene:
     goal: str
     receptacles: tuple[Receptacle, ...]
     objects: tuple[SceneObject, ...] = field(default=())
+    location_groups: tuple[tuple[str, ...], ...] = field(default=())  # receptacles sharing one location
 
     def __post_init__(self) -> None:
         self._validate()
@@ -80,13 +85,16 @@ class Scene:
 
     # -- JSON ----------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d: dict[str, Any] = {
             "task": {"type": self.task_type, "goal": self.goal},
             "receptacles": [
                 {"name": r.name, "openable": r.openable, "closed": r.closed} for r in self.receptacles
             ],
             "objects": [{"name": o.name, "in": o.location, "states": list(o.states)} for o in self.objects],
         }
+        if self.location_groups:  # only when present, so scenes without groups keep their JSON
+            d["location_groups"] = [list(g) for g in self.location_groups]
+        return d
 
     @classmethod
     def from_dict(cls, d: Any) -> Scene:
@@ -99,7 +107,7 @@ class Scene:
         goal = task["goal"].strip().rstrip(".").strip()
         parsed = parse_goal(goal)
         if parsed is None:
-            raise SceneError(f"field 'task.goal': {goal!r} is none of the 12 ALFWorld goal phrasings")
+            raise SceneError(f"field 'task.goal': {goal!r} is not an ALFWorld goal sentence")
         task_type = task.get("type", parsed.task_type)
         if task_type != parsed.task_type:
             raise SceneError(f"field 'task.type': {task_type!r} but the goal reads as {parsed.task_type!r}")
@@ -130,7 +138,7 @@ class Scene:
             if not isinstance(states, list) or not all(isinstance(s, str) for s in states):
                 raise SceneError(f"field 'objects[{i}].states' must be a list of strings")
             objs.append(SceneObject(o["name"], o["in"], tuple(states)))
-        return cls(task_type, goal, tuple(recs), tuple(objs))
+        return cls(task_type, goal, tuple(recs), tuple(objs), _read_groups(d.get("location_groups", [])))
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), ensure_ascii=False)
@@ -168,7 +176,7 @@ class Scene:
         if self.task_type not in TASK_TYPES:
             raise SceneError(f"field 'task.type': unknown task type {self.task_type!r}")
         if parse_goal(self.goal) is None:
-            raise SceneError(f"field 'task.goal': {self.goal!r} is none of the 12 ALFWorld goal phrasings")
+            raise SceneError(f"field 'task.goal': {self.goal!r} is not an ALFWorld goal sentence")
         names: set[str] = set()
         for i, r in enumerate(self.receptacles):
             if not _NAME.match(r.name):
@@ -181,6 +189,7 @@ class Scene:
                 raise SceneError(f"field 'receptacles[{i}]': {r.name!r} is closed but not openable")
             names.add(r.name)
         rec_names = set(names)
+        self._validate_groups(rec_names)
         for i, o in enumerate(self.objects):
             if not _NAME.match(o.name):
                 raise SceneError(f"field 'objects[{i}].name': {o.name!r} is not 'type N' (e.g. 'apple 1')")
@@ -194,3 +203,23 @@ class Scene:
                     f"field 'objects[{i}].states': unknown state {bad[0]!r} (use hot, cool, clean)"
                 )
             names.add(o.name)
+
+    def _validate_groups(self, rec_names: set[str]) -> None:
+        seen: set[str] = set()
+        for i, group in enumerate(self.location_groups):
+            if len(group) < 2:
+                raise SceneError(f"field 'location_groups[{i}]': a shared location needs at least 2 receptacles")
+            for name in group:
+                if name not in rec_names:
+                    raise SceneError(f"field 'location_groups[{i}]': {name!r} is not a receptacle of the scene")
+                if name in seen:
+                    raise SceneError(f"field 'location_groups[{i}]': {name!r} is already in another group")
+                seen.add(name)
+
+
+def _read_groups(raw: Any) -> tuple[tuple[str, ...], ...]:
+    if not isinstance(raw, list) or not all(
+        isinstance(g, list) and all(isinstance(n, str) for n in g) for g in raw
+    ):
+        raise SceneError("field 'location_groups' must be a list of lists of receptacle names")
+    return tuple(tuple(g) for g in raw)

@@ -188,17 +188,19 @@ def number_of(name: str) -> int:
     return int(name.rsplit(" ", 1)[1])
 
 
-def format_list(names: list[str] | tuple[str, ...]) -> str:
+def format_list(names: list[str] | tuple[str, ...], article: str = "a") -> str:
     """ALFWorld's list form: ``nothing`` | ``a X`` | ``a X, and a Y`` | ``a X, a Y, and a Z``.
 
-    The article is always "a", even before a vowel (``a egg 1``), as in ALFWorld.
+    The article is always "a", even before a vowel (``a egg 1``), as in ALFWorld; ``article=""`` gives the
+    bare form of ``look`` at a shared location (``cabinet 2, and cabinet 1``).
     """
+    a = f"{article} " if article else ""
     n = len(names)
     if n == 0:
         return "nothing"
     if n == 1:
-        return "a " + names[0]
-    return ", ".join(["a " + x for x in names[:-1]]) + ", and a " + names[-1]
+        return a + names[0]
+    return ", ".join(a + x for x in names[:-1]) + ", and " + a + names[-1]
 
 
 def parse_list(text: str) -> list[str]:

@@ -162,6 +162,13 @@ class HFPolicy:
             raise PolicyError(str(exc)) from None
         return cls(lm, tokenizer, **kwargs)
 
+    def act_continuous(self, feed: Any, batch_size: int) -> None:
+        """Play every episode of the runner's ``feed`` with token-level continuous batching
+        (:mod:`eval.policies.continuous`): a finished reply frees its slot at once."""
+        from eval.policies.continuous import ContinuousDecoder
+
+        ContinuousDecoder(self, feed, batch_size).run()
+
     # -- one turn for many episodes ------------------------------------------------------------------
 
     def act(self, states: list[EpisodeState]) -> list[Reply]:
