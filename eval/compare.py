@@ -131,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("results", nargs="+", help="[label=]path/to/results.json")
     ap.add_argument("--out", type=Path, required=True, help="folder for table.md and success_by_task.png")
     ap.add_argument("--plot", nargs="*", default=None, help="labels to plot (default: all)")
+    ap.add_argument("--plot-split", default=None, help="the split to plot (default: the first run's)")
     args = ap.parse_args(argv)
     try:
         runs = [load(s) for s in args.results]
@@ -139,9 +140,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     table = render_table(runs)
     write_text_atomic(args.out / "table.md", table)
-    plotted = [r for r in runs if args.plot is None or r[0] in args.plot]
-    splits = sorted({d["split"] for _, d in plotted})
-    save_grouped_png(args.out / "success_by_task.png", plotted, f"ReAct success by task type ({', '.join(splits)})")
+    split = args.plot_split or runs[0][1]["split"]
+    plotted = [r for r in runs if (args.plot is None or r[0] in args.plot) and r[1]["split"] == split]
+    n = plotted[0][1]["episodes"] if plotted else 0
+    save_grouped_png(args.out / "success_by_task.png", plotted, f"ReAct success by task type ({split}, {n} games)")
     print(table)
     print(f"wrote {args.out / 'table.md'} and {args.out / 'success_by_task.png'}")
     return 0

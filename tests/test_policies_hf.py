@@ -130,3 +130,36 @@ def test_misses_are_repaired_not_wrong(scenes):
     ref = HFPolicy(model, tok, max_new_tokens=MAX_NEW, reuse_cache=False)
     (res_ref,) = run_episodes(ref, scenes[:1], make_env=_uneven_env(scenes), progress=False)
     assert res.actions == res_ref.actions
+
+
+def test_long_contexts_attending_alone_keep_the_actions(tiny, scenes, monkeypatch):
+    """Every decoding step sends its longest one-token segments to attention calls of their own (the path
+    the cost model picks when one episode's context is much longer than the others'); the greedy actions
+    must not change."""
+    from eval.policies import slot_cache
+
+    model, tok = tiny
+    one = _run(model, tok, scenes, batch_size=1, continuous=False)
+    alone_counts = []
+
+    def longest_alone(singles, slots):
+        ordered = sorted(singles, key=lambda seg: seg.start)
+        k = (len(ordered) + 1) // 2
+        alone_counts.append(len(ordered) - k)
+        return ordered[:k], ordered[k:]
+
+    monkeypatch.setattr(slot_cache, "_split_singles", longest_alone)
+    many = _run(model, tok, scenes, batch_size=5)
+    assert sum(alone_counts) > 0
+    assert [r.actions for r in many] == [r.actions for r in one]
+    assert [r.replies for r in many] == [r.replies for r in one]
+
+
+def test_split_singles_sends_only_a_long_outlier_alone():
+    from eval.policies.slot_cache import Segment, _split_singles
+
+    segs = [Segment(i, start, i, i + 1) for i, start in enumerate([400, 420, 390, 410, 2400, 405, 415, 395])]
+    batched, alone = _split_singles(segs, 8)
+    assert [s.start for s in alone] == [2400]
+    even = [Segment(i, 400 + i, i, i + 1) for i in range(8)]
+    assert _split_singles(even, 8) == (even, [])

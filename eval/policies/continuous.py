@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from eval.policies.base import EpisodeState, Reply
+from eval.policies.hf import common_prefix_len
 from eval.policies.slot_cache import SLOT_ATTENTION, SlotCache, register_slot_attention
 
 if TYPE_CHECKING:
@@ -69,7 +70,7 @@ class ContinuousDecoder:
             messages = s.state.messages()
             shared_ids, shared_kv = self.p._shared_prefix(messages)
             prompt = self.p.render(self.p.tokenizer, messages)
-            n = min(_common(shared_ids, prompt), len(prompt) - 1)
+            n = min(common_prefix_len(shared_ids, prompt), len(prompt) - 1)
             if n and shared_kv is not None:
                 self.cache.load(i, shared_kv, n)
                 s.ids = shared_ids[:n]
@@ -80,7 +81,7 @@ class ContinuousDecoder:
         s = self.slots[i]
         assert s.state is not None
         prompt = self.p.render(self.p.tokenizer, s.state.messages())
-        keep = min(_common(s.ids, prompt) if self.p.reuse_cache else 0, len(prompt) - 1)
+        keep = min(common_prefix_len(s.ids, prompt) if self.p.reuse_cache else 0, len(prompt) - 1)
         if s.turns and keep < len(s.ids):
             self.p.stats["prefix_misses"] += 1
         s.ids = prompt[:keep]
@@ -134,11 +135,3 @@ class ContinuousDecoder:
             else:
                 s.pending = [int(tok)]
                 s.tokens += 1
-
-
-def _common(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i

@@ -52,23 +52,48 @@ def slot_attention(
     kv_heads = key.shape[1]
     group = heads // kv_heads  # query heads per key/value head (HF order: head h reads kv head h // group)
     out = query.new_empty((1, query.shape[2], heads, dim))
-    singles = [seg for seg in slot_layout if seg.q1 - seg.q0 == 1]
-    if singles:  # every one-token segment (a decoding step) in one call over the slot buffers
-        _attend_singles(out, query, key, value, singles, group, scaling)
+    batched, alone = _split_singles([seg for seg in slot_layout if seg.q1 - seg.q0 == 1], key.shape[0])
+    if batched:  # most one-token segments (decoding steps) in one call over the slot buffers
+        _attend_singles(out, query, key, value, batched, group, scaling)
+    done = {id(seg) for seg in batched}
     for seg in slot_layout:
         n = seg.q1 - seg.q0
-        if n == 1:
+        if id(seg) in done:
             continue
         end = seg.start + n
         # grouped-query heads folded into the query length, so key/value heads are never copied
         q = query[:, :, seg.q0 : seg.q1].reshape(1, kv_heads, group * n, dim)
-        causal = torch.arange(end)[None, :] <= (seg.start + torch.arange(n))[:, None]  # query i sees 0..start+i
+        causal = None
+        if n > 1:  # query i sees keys 0 .. start + i
+            causal = (torch.arange(end)[None, :] <= (seg.start + torch.arange(n))[:, None]).repeat(group, 1)
         o = torch.nn.functional.scaled_dot_product_attention(
             q, key[seg.slot : seg.slot + 1, :, :end], value[seg.slot : seg.slot + 1, :, :end],
-            attn_mask=causal.repeat(group, 1), scale=scaling,
+            attn_mask=causal, scale=scaling,
         )
         out[0, seg.q0 : seg.q1] = o.reshape(heads, n, dim).transpose(0, 1)
     return out, None
+
+
+CALL_COST = 300  # one extra attention call costs about as much as attending to this many more keys (CPU)
+
+
+def _split_singles(singles: list[Segment], slots: int) -> tuple[list[Segment], list[Segment]]:
+    """Which one-token segments share the batched call, and which (the few longest) attend alone.
+
+    The batched call attends every slot over the longest included context, so one long episode would make
+    every slot pay for its length; the longest ones go alone when that costs less (a simple token model).
+    """
+    if not singles:
+        return [], []
+    ordered = sorted(singles, key=lambda seg: seg.start)
+    best_k, best_cost = len(ordered), float("inf")
+    tail = 0
+    for k in range(len(ordered), 0, -1):  # the first k share the batched call
+        cost = slots * (ordered[k - 1].start + 1) + tail
+        if cost < best_cost:
+            best_k, best_cost = k, cost
+        tail += ordered[k - 1].start + 1 + CALL_COST
+    return ordered[:best_k], ordered[best_k:]
 
 
 def _attend_singles(
@@ -76,11 +101,16 @@ def _attend_singles(
     group: int, scaling: float | None,
 ) -> None:
     """One-token segments: a query row per slot (idle slots see one ignored key) and a length mask."""
-    slots, kv_heads, view, dim = key.shape
-    q = query.new_zeros((slots, kv_heads, group, dim))
-    ends = torch.ones(slots, dtype=torch.long)
+    view = max(seg.start for seg in singles) + 1  # only as far as the longest batched context
+    key, value = key[:, :, :view], value[:, :, :view]
     idx = torch.tensor([seg.q0 for seg in singles], dtype=torch.long)
     rows = torch.tensor([seg.slot for seg in singles], dtype=torch.long)
+    if 2 * len(singles) <= key.shape[0]:  # few slots decoding (the run's tail): copy theirs, skip idle ones
+        key, value = key[rows], value[rows]
+        rows = torch.arange(len(singles))
+    slots, kv_heads, _, dim = key.shape
+    q = query.new_zeros((slots, kv_heads, group, dim))
+    ends = torch.ones(slots, dtype=torch.long)
     q[rows] = query[0, :, idx].reshape(kv_heads, group, len(singles), dim).permute(2, 0, 1, 3)
     ends[rows] = torch.tensor([seg.start + 1 for seg in singles], dtype=torch.long)
     mask = (torch.arange(view)[None, :] < ends[:, None])[:, None, None, :]
