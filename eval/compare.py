@@ -20,6 +20,7 @@ from typing import Any
 from data_prep.io import write_text_atomic
 from data_prep.react import TASK_TYPES
 from eval.metrics import wilson_interval
+from eval.report import _pct, save_figure
 
 SHORT = {
     "pick_and_place_simple": "Pick",
@@ -64,10 +65,6 @@ def _ci(doc: dict[str, Any]) -> tuple[float, float]:
         lo, hi = doc["success_ci95"]
         return lo, hi
     return wilson_interval(round(doc["success_rate"] * doc["episodes"]), doc["episodes"])
-
-
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.1f}"
 
 
 def render_table(runs: list[tuple[str, dict[str, Any]]]) -> str:
@@ -116,14 +113,7 @@ def save_grouped_png(path: Path, runs: list[tuple[str, dict[str, Any]]], title: 
     ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    try:
-        fig.savefig(tmp, dpi=110)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-        plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:

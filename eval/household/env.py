@@ -190,13 +190,13 @@ class HouseholdEnv:
         return self.describe(r)
 
     def _open(self, r: str) -> str:
-        if r not in self._rtype or not self._here(r) or not self._openable[r] or not self._closed[r]:
+        if not self._here(r) or not self._openable[r] or not self._closed[r]:
             return NOTHING
         self._closed[r] = False
         return f"You open the {r}. The {r} is open. In it, you see {format_list(self._contents[r])}."
 
     def _close(self, r: str) -> str:
-        if r not in self._rtype or not self._here(r) or not self._openable[r] or self._closed[r]:
+        if not self._here(r) or not self._openable[r] or self._closed[r]:
             return NOTHING
         self._closed[r] = True
         return f"You close the {r}."
@@ -205,7 +205,6 @@ class HouseholdEnv:
         o, sep, r = rest.partition(" from ")
         if (
             not sep
-            or r not in self._rtype
             or not self._here(r)
             or self._held is not None
             or self._loc.get(o) != r
@@ -219,9 +218,7 @@ class HouseholdEnv:
         return f"You pick up the {o} from the {r}."
 
     def _place(self, o: str, r: str) -> bool:
-        if self._held is None or o != self._held or r not in self._rtype or not self._here(r):
-            return False
-        if not self._accessible(r):
+        if self._held is None or o != self._held or not self._here(r) or not self._accessible(r):
             return False
         self._held = None
         self._loc[o] = r
@@ -244,7 +241,6 @@ class HouseholdEnv:
         o, sep, r = rest.partition(" with ")
         if (
             not sep
-            or r not in self._rtype
             or not self._here(r)
             or self._rtype[r] != appliance
             or self._held is None

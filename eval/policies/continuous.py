@@ -74,13 +74,16 @@ class ContinuousDecoder:
             if n and shared_kv is not None:
                 self.cache.load(i, shared_kv, n)
                 s.ids = shared_ids[:n]
-        self._begin_turn(i)
+            self._begin_turn(i, prompt)
+        else:
+            self._begin_turn(i)
 
-    def _begin_turn(self, i: int) -> None:
-        """Render the episode's chat; keep the cached common prefix, queue the rest for encoding."""
+    def _begin_turn(self, i: int, prompt: list[int] | None = None) -> None:
+        """Render the episode's chat (unless given); keep the cached common prefix, queue the rest."""
         s = self.slots[i]
         assert s.state is not None
-        prompt = self.p.render(self.p.tokenizer, s.state.messages())
+        if prompt is None:
+            prompt = self.p.render(self.p.tokenizer, s.state.messages())
         keep = min(common_prefix_len(s.ids, prompt) if self.p.reuse_cache else 0, len(prompt) - 1)
         if s.turns and keep < len(s.ids):
             self.p.stats["prefix_misses"] += 1
@@ -107,7 +110,7 @@ class ContinuousDecoder:
             return
         counts = {i: len(b) for i, b in blocks.items()}
         if any(n > 1 for n in counts.values()):
-            self.p.stats["split_prefills"] += 1  # a prompt block rode along with the decoding slots
+            self.p.stats["packed_prefill_steps"] += 1  # a prompt block rode along with the decoding slots
         segments, position_ids = self.cache.begin(counts)
         input_ids = torch.tensor([[t for b in blocks.values() for t in b]], dtype=torch.long)
         last = torch.tensor([seg.q1 - 1 for seg in segments], dtype=torch.long)

@@ -144,7 +144,8 @@ class HFPolicy:
         self.stop_ids = stop_token_ids(tokenizer, model) | {int(t) for t in extra_stop_ids}
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.pad_id = int(pad if pad is not None else 0)
-        self.stats: dict[str, int] = {"turns": 0, "prefix_misses": 0, "split_prefills": 0, "shared_prefix_tokens": 0}
+        self.stats: dict[str, int] = {"turns": 0, "prefix_misses": 0, "split_prefills": 0, "shared_prefix_tokens": 0,
+                                      "packed_prefill_steps": 0}
         self._shared: dict[str, tuple[list[int], list[tuple[Any, Any]] | None]] = {}  # system prompt -> prefix
 
     @classmethod

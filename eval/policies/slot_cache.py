@@ -42,17 +42,14 @@ def slot_attention(
 ) -> tuple[torch.Tensor, None]:
     """query ``[1, heads, T, dim]`` (packed); key/value ``[slots, kv_heads, view, dim]`` (the buffers)."""
     if slot_layout is None:  # an ordinary forward while this implementation is set (a shared-prefix prefill)
-        mask = attention_mask[:, :, :, : key.shape[-2]] if attention_mask is not None else None
-        causal = mask is None and query.shape[2] > 1
-        o = torch.nn.functional.scaled_dot_product_attention(
-            query, key, value, attn_mask=mask, scale=scaling, is_causal=causal, enable_gqa=key.shape[1] != query.shape[1]
-        )
-        return o.transpose(1, 2).contiguous(), None
+        from eval.policies.hf import _sdpa_gqa_forward
+
+        return _sdpa_gqa_forward(module, query, key, value, attention_mask, scaling=scaling)
     heads, dim = query.shape[1], query.shape[3]
     kv_heads = key.shape[1]
     group = heads // kv_heads  # query heads per key/value head (HF order: head h reads kv head h // group)
     out = query.new_empty((1, query.shape[2], heads, dim))
-    batched, alone = _split_singles([seg for seg in slot_layout if seg.q1 - seg.q0 == 1], key.shape[0])
+    batched, _ = _split_singles([seg for seg in slot_layout if seg.q1 - seg.q0 == 1], key.shape[0])
     if batched:  # most one-token segments (decoding steps) in one call over the slot buffers
         _attend_singles(out, query, key, value, batched, group, scaling)
     done = {id(seg) for seg in batched}
@@ -174,8 +171,8 @@ class SlotCache(Cache):
             slot_idx += [slot] * n
             pos_idx += range(start, start + n)
             q += n
-        self._grow(max(self.lengths[s] + n for s, n in blocks.items()))
         self._view = max(self.lengths[s] + n for s, n in blocks.items())
+        self._grow(self._view)
         self._slot_idx = torch.tensor(slot_idx, dtype=torch.long)
         self._pos_idx = torch.tensor(pos_idx, dtype=torch.long)
         return segments, self._pos_idx[None].clone()
