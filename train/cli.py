@@ -94,7 +94,7 @@ def start_backend(cli: CliArgs) -> BackendInfo:
     """Choose the backend (Unsloth on an NVIDIA GPU, else transformers + PEFT) and import it first."""
     try:
         info = choose(cli.cfg.run.backend)
-        activate(info)
+        activate(info, cli.cfg.run.runs_dir)
     except (ConfigError, BackendError) as e:
         fail(str(e))
     return info

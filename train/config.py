@@ -35,7 +35,6 @@ class ModelConfig:
     name: str = "smollm2-135m-instruct"  # registry name, Hub id or local folder
     offline_fallback: str = "smollm2-135m-instruct"  # used when there is no GPU or no network
     max_seq_length: int = 1024
-    load_in_4bit: bool = False  # QLoRA base; set by lora.method=qlora
     dtype: str = "auto"  # auto | float32 | bfloat16 | float16 (auto: from the hardware plan)
     attn_implementation: str | None = None  # None: sdpa (CPU) / backend default
 
@@ -46,7 +45,7 @@ class LoraConfig:
     r: int = 16
     alpha: int = 32
     dropout: float = 0.05
-    target_modules: Any = "all-linear"  # "all-linear" or a list of module names
+    target_modules: Any = "all-linear"  # "all-linear", a list of module names, or "q_proj,v_proj" from the CLI
     use_dora: bool = False
     use_rslora: bool = False
     loraplus_lr_ratio: float | None = None  # LoRA+: lr(B) = ratio * lr(A); None = plain LoRA
@@ -132,6 +131,10 @@ def _from_mapping(cfg: TrainConfig, data: dict[str, Any], origin: str) -> TrainC
         if not isinstance(values, dict):
             raise ConfigError(f"{origin}: section '{section}' must be a mapping")
         for key, value in values.items():
+            if (section, key) == ("model", "load_in_4bit"):  # config.yaml of older runs: now lora.method
+                if value:
+                    cfg.lora.method = "qlora"
+                continue
             set_path(cfg, f"{section}.{key}", value, origin)
     return cfg
 
@@ -151,7 +154,26 @@ def set_path(cfg: TrainConfig, path: str, value: Any, origin: str = "override") 
     names = {f.name: f for f in dataclasses.fields(obj)}
     if key not in names:
         raise ConfigError(f"{origin}: unknown field '{path}'; {section} has: {', '.join(sorted(names))}")
-    setattr(obj, key, _coerce(value, getattr(obj, key), path, origin))
+    value = _coerce(value, getattr(obj, key), path, origin)
+    if path == "lora.target_modules":
+        value = lora_targets(value, origin)
+    setattr(obj, key, value)
+
+
+def lora_targets(value: Any, origin: str = "lora.target_modules") -> str | list[str]:
+    """``"all-linear"`` or a list of module names. A comma string (``q_proj,v_proj`` from the CLI) becomes a
+    list: PEFT would read any other string as one regular expression, and ``list()`` would split it into
+    characters."""
+    if value is None or value == "all-linear":
+        return "all-linear"
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",")]
+    if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(
+            f"{origin}: 'lora.target_modules' must be all-linear or module names such as q_proj,v_proj, "
+            f"got {value!r}"
+        )
+    return [str(v) for v in value]
 
 
 def _coerce(value: Any, current: Any, path: str, origin: str) -> Any:

@@ -95,6 +95,39 @@ def with_explicit(p: Plan, sft: dict[str, object]) -> Plan:
     return p
 
 
+class DtypeConflict(ValueError):
+    """The model dtype and the trainer precision cannot both hold; the message says what to change."""
+
+
+def with_model_dtype(p: Plan, dtype: str, hw: Hardware, sft: dict[str, object]) -> Plan:
+    """Make the trainer precision agree with an explicit ``--model.dtype`` (or refuse, in our words).
+
+    fp16 weights under bf16 autocast (or bf16 weights under fp16 loss scaling) fail inside the trainer with
+    a TypeError; float32 weights suit either autocast. So an explicit 16-bit dtype sets the precision.
+    """
+    want = {"float16": "fp16", "fp16": "fp16", "bfloat16": "bf16", "bf16": "bf16"}.get(dtype)
+    if want is None or p.precision == want:
+        return p
+    asked = "bf16" if sft.get("bf16") else "fp16" if sft.get("fp16") else None
+    if asked is not None and asked != want:
+        raise DtypeConflict(
+            f"--model.dtype {dtype} and --sft.{asked} true contradict each other: "
+            f"{dtype} weights train under {want} (drop one of the two)"
+        )
+    if want == "fp16" and p.use_cpu:
+        raise DtypeConflict(
+            f"--model.dtype {dtype}: float16 weights train only on a GPU; on CPU use float32 or bfloat16"
+        )
+    if want == "bf16" and not hw.bf16:
+        raise DtypeConflict(
+            f"--model.dtype {dtype}: {hw.device} has no native bf16 (a GPU needs compute capability 8.0+); "
+            "use --model.dtype float16 or auto"
+        )
+    p.notes.append(f"--model.dtype {dtype}: trainer precision {want} to match the weights")
+    p.precision = want
+    return p
+
+
 def table_gb(params_b: float, method: str) -> tuple[float, float]:
     """(low, high) GB at batch 1 / seq 2048, interpolated linearly in model size between table rows."""
     rows = sorted((p, v) for (p, m), v in VRAM_TABLE_GB.items() if m == method)
@@ -228,10 +261,16 @@ def detect_hardware() -> Hardware:
 
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
-        return Hardware(
-            device=props.name, vram_gb=props.total_memory / 1024**3, bf16=torch.cuda.is_bf16_supported()
-        )
+        return Hardware(device=props.name, vram_gb=props.total_memory / 1024**3, bf16=gpu_has_native_bf16())
     return Hardware(device="cpu", bf16=cpu_has_bf16_units())
+
+
+def gpu_has_native_bf16() -> bool:
+    """bf16 in hardware (compute capability 8.0+: Ampere and newer). torch's own check counts emulation by
+    default and says True on a T4 (7.5), where bf16 runs emulated and slowly; fp16 is the T4's precision."""
+    import torch
+
+    return torch.cuda.get_device_capability(0) >= (8, 0)
 
 
 def cpu_has_bf16_units() -> bool:

@@ -30,7 +30,7 @@ from trl import SFTConfig, SFTTrainer
 from data_prep import registry
 from data_prep.io import write_text_atomic
 from train import planner
-from train.backend import BackendInfo, bnb_available, load_model
+from train.backend import BackendInfo, attention_backend, bnb_available, load_model
 from train.callbacks import CountersCheckpoint, GracefulInterrupt
 from train.config import ConfigError, TrainConfig, save_config, validate_sft_keys
 from train.data import IGNORE, DataError, check_trainable, prompt_and_reference, read_jsonl, tokenize_rows
@@ -381,7 +381,8 @@ class Training:
     trainer: RecipeTrainer
     counters: Counters
     interrupt: GracefulInterrupt
-    batching: str
+    batching: str  # what we asked SFTConfig for
+    ran: dict[str, Any]  # what the built trainer runs (effective_batching)
 
 
 def plan_run(
@@ -406,6 +407,10 @@ def plan_run(
     )
     cfg.lora.method = plan.method
     plan = planner.with_explicit(plan, cfg.sft)
+    try:
+        plan = planner.with_model_dtype(plan, cfg.model.dtype, hw, cfg.sft)
+    except planner.DtypeConflict as e:
+        raise PlanError(str(e)) from None
     if main_proc:
         console.print(planner.render(plan, params_b, model_name))
         console.print(f"backend: [bold]{info.name}[/bold] ({info.reason})")
@@ -482,6 +487,7 @@ def build_trainer(s: Session, data: Data) -> Training:
         gradient_checkpointing=plan.gradient_checkpointing,
         seed=seed,
         tokenizer=data.tokenizer,
+        work_dir=s.run_dir,
     )
     data.tokenizer = tokenizer
     batching = choose_batching(cfg, plan.batch_size)
@@ -521,7 +527,20 @@ def build_trainer(s: Session, data: Data) -> Training:
         optimizers=optimizers,
         counters=counters,
     )
-    return Training(trainer, counters, interrupt, batching)
+    ran = effective_batching(trainer.args)
+    if ran["batching"] != batching and s.main_proc:
+        s.console.print(
+            f"[yellow]batching: {batching} was asked for, the trainer runs {ran['batching']} "
+            f"(padding_free={ran['padding_free']}, packing={ran['packing']}, max_length={ran['max_length']})[/yellow]"
+        )
+    return Training(trainer, counters, interrupt, batching, ran)
+
+
+def effective_batching(args: Any) -> dict[str, Any]:
+    """The batching the built trainer will run, read from its args (Unsloth may have changed what we asked)."""
+    padding_free, packing = bool(getattr(args, "padding_free", False)), bool(getattr(args, "packing", False))
+    name = "packing" if packing else "padding_free" if padding_free else "padded"
+    return {"batching": name, "padding_free": padding_free, "packing": packing, "max_length": args.max_length}
 
 
 def train_and_save(s: Session, data: Data, t: Training) -> RunResult:
@@ -574,7 +593,10 @@ def train_and_save(s: Session, data: Data, t: Training) -> RunResult:
             "processes": t.trainer.accelerator.num_processes,
             "versions": versions(),
             "plan": asdict(s.plan),
-            "batching": t.batching,
+            "batching": t.ran["batching"],
+            "batching_requested": t.batching,
+            "sft_effective": {k: t.ran[k] for k in ("padding_free", "packing", "max_length")},
+            "attention": attention_backend(s.info.name, t.trainer.model),
             "wall_time_s": round(time.perf_counter() - s.t_start, 2),  # this session: load, data, train, eval
             "train_call_s": round(wall, 2),
             "train_time_s": round(train_seconds, 2),
