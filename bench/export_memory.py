@@ -41,9 +41,9 @@ def write_random_llama(
     import torch
     from tqdm import tqdm
 
-    from data_prep.registry import resolve_source
     from deploy.merge import copy_tokenizer
     from deploy.safetensors_io import PlannedTensor, StreamingSafetensorsWriter, plan_shards
+    from models.registry import resolve_source
 
     tok_dir = Path(resolve_source("smollm2-135m-instruct", with_weights=False))
     vocab = 49152

@@ -50,7 +50,7 @@ CARRY_LIMIT_MB = 60  # the device call carries 64 MiB in all, the working tree (
 
 def prepare(kit: Path) -> None:
     """Download the wheels (no dependencies: torch stays the machine's) and write the tokenizer."""
-    from data_prep.registry import load_tokenizer
+    from models.loading import load_tokenizer
 
     load_tokenizer("smollm2-135m-instruct").save_pretrained(kit / "lora16" / "tokenizer")
     for phase, reqs in KIT_WHEELS.items():
@@ -79,7 +79,7 @@ def tokenizer_for(kit: Path | None) -> Any:
 
     if kit is not None and (kit / "lora16" / "tokenizer").is_dir():
         return AutoTokenizer.from_pretrained(str(kit / "lora16" / "tokenizer"))
-    from data_prep.registry import load_tokenizer
+    from models.loading import load_tokenizer
 
     return load_tokenizer("smollm2-135m-instruct")
 

@@ -1,16 +1,16 @@
-"""Training throughput, four ways, same model / data / steps: the seeds' recipe, TRL, ours, Unsloth's CPU backend.
+"""Training throughput four ways, same model / data / steps: simple recipe, TRL, ours, Unsloth's CPU backend.
 
 Model: SmolLM2-135M-Instruct (the real CPU model of the demo), LoRA r=16 / alpha 32 on all linear layers,
 dropout 0, lr 3e-4 constant, fp32 on CPU, the first ``--train`` dialogues of data/roleplay/dialogues.jsonl
 (rendered with the model's chat template), the same batch size and number of steps (one pass over them).
 
   (a) simple: ``transformers.Trainer``, every row padded to ``--seq`` tokens, loss on all tokens (pads too),
-      as in the seeds' simple_finetune.py (but with the chat template, so all three see the same text);
-      TrainingArguments' default precision (fp32);
+      our reading of the fish-care project's simple_finetune.py (docs/sources.md#simple-recipe), but with
+      the chat template, so all rows see the same text; TrainingArguments' default precision (fp32);
   (b) trl:    ``trl.SFTTrainer`` with its defaults on the ``messages`` rows (dynamic padding, loss on all
       tokens, TRL's default chunked loss and bf16=True, i.e. bf16 autocast on CPU), plus ``max_length=--seq``
       and the same LoRA;
-  (c) ours:   train.trainer's path: data_prep's assistant-only labels, padding-free batches, RecipeTrainer,
+  (c) ours:   train.recipe's path: data_prep's assistant-only labels, padding-free batches, RecipeTrainer,
       and the hardware planner's precision (bf16 autocast over fp32 weights on CPUs with AMX/AVX512-BF16);
   (d) unsloth-cpu: the real ``unsloth==2026.10.9`` on this CPU, the way its notebooks train: its own CPU
       backend (``FastLanguageModel`` = ``FastCPUModel``: chunked cross entropy, fused AdamW, its precision
@@ -59,7 +59,7 @@ def _held_out_loss(model: Any, tok: Any, rows: list[dict[str, Any]], seq: int) -
     """Mean next-token loss over assistant tokens (data_prep's labels), one row at a time."""
     import torch
 
-    from data_prep.render import render_example
+    from data_prep.render import IGNORE_INDEX, render_example
 
     model.eval()
     total, count = 0.0, 0
@@ -72,10 +72,10 @@ def _held_out_loss(model: Any, tok: Any, rows: list[dict[str, Any]], seq: int) -
             tgt = labels[:, 1:]
             total += float(
                 torch.nn.functional.cross_entropy(
-                    logits.reshape(-1, logits.size(-1)), tgt.reshape(-1), ignore_index=-100, reduction="sum"
+                    logits.reshape(-1, logits.size(-1)), tgt.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
                 )
             )
-            count += int((tgt != -100).sum())
+            count += int((tgt != IGNORE_INDEX).sum())
     return total / count
 
 
@@ -97,7 +97,8 @@ def run_variant(
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from data_prep.registry import load_tokenizer, resolve_source
+    from models.loading import load_tokenizer
+    from models.registry import resolve_source
 
     train_rows, test_rows = _rows(n_train, n_test)
     tok = load_tokenizer(MODEL)
@@ -154,7 +155,7 @@ def run_variant(
         from train import planner
         from train.data import tokenize_rows
         from train.metrics import Counters
-        from train.trainer import RecipeTrainer
+        from train.sft_trainer import RecipeTrainer
 
         ds, _ = tokenize_rows(train_rows, tok, seq)
         plan = planner.plan(planner.detect_hardware(), 0.135, seq)  # bf16 autocast where the CPU has AMX

@@ -9,7 +9,7 @@ import argparse
 import sys
 
 from data_prep.formats import FORMAT_CHOICES
-from data_prep.pipeline import OVERLONG, DataError, PrepConfig, prepare
+from data_prep.pipeline import OVERLONG, DataPrepError, PrepConfig, prepare
 from data_prep.stats import print_summary
 
 
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = config_from_args(args)
     try:
         stats = prepare(cfg)
-    except DataError as e:
+    except DataPrepError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

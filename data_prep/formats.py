@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from data_prep.conversation import Conversation, Message
-from data_prep.io import DataError
+from data_prep.io import DataPrepError
 from data_prep.react import Trajectory, parse_react_text
 from data_prep.validate import RowError
 
@@ -339,15 +339,15 @@ def to_conversation(fmt: str, value: Any, opts: FormatOptions) -> Conversation:
 
 
 def detect_format(value: Any, source: str, opts: FormatOptions) -> str:
-    """The format of a file, from its first record's keys. Raises :class:`DataError` when unclear."""
+    """The format of a file, from its first record's keys. Raises :class:`DataPrepError` when unclear."""
     choices = f"pass --format with one of: {', '.join(FORMATS)}"
     if isinstance(value, tuple):
         return "react"
     if not isinstance(value, dict):
-        raise DataError(f"{source}: first record is a JSON {type(value).__name__}, not an object; {choices}")
+        raise DataPrepError(f"{source}: first record is a JSON {type(value).__name__}, not an object; {choices}")
     keys = set(value)
     if {"chosen", "rejected"} <= keys or "kto_tag" in keys:
-        raise DataError(f"{source}: preference/KTO data (chosen/rejected or kto_tag) is not supported yet; "
+        raise DataPrepError(f"{source}: preference/KTO data (chosen/rejected or kto_tag) is not supported yet; "
                         "only SFT data can be prepared")
     found = []
     if "conversations" in keys:
@@ -366,8 +366,8 @@ def detect_format(value: Any, source: str, opts: FormatOptions) -> str:
         return found[0]
     shown = ", ".join(sorted(map(str, keys))) or "none"
     if not found:
-        raise DataError(f"{source}: cannot tell the format from the fields ({shown}); {choices}")
-    raise DataError(f"{source}: ambiguous format, the fields ({shown}) fit {' and '.join(found)}; {choices}")
+        raise DataPrepError(f"{source}: cannot tell the format from the fields ({shown}); {choices}")
+    raise DataPrepError(f"{source}: ambiguous format, the fields ({shown}) fit {' and '.join(found)}; {choices}")
 
 
 def options_for_sharegpt_messages(opts: FormatOptions) -> FormatOptions:

@@ -1,11 +1,11 @@
-"""Streaming readers for JSONL / JSON / text files, and atomic writers.
+"""Streaming readers for JSONL / JSON / text files, and the JSONL writers of data_prep's outputs.
 
 Readers yield one item per row: a :class:`Record` (a parsed JSON value with its ``source``) or a
 :class:`~data_prep.conversation.Reject` for a row that could not be read (bad bytes, bad JSON). Memory stays
 flat: JSONL is read line by line, a JSON array is parsed element by element from a buffered reader.
 
 A file that cannot be used at all (missing, empty, truncated JSON, UTF-16, no valid record) raises
-:class:`DataError` with ``FILE:LINE: what broke``.
+:class:`DataPrepError` with ``FILE:LINE: what broke``.
 
 Sources are ``file:line`` (1-based) for JSONL and text, ``file:index`` (0-based array index) for JSON arrays.
 """
@@ -13,24 +13,23 @@ Sources are ``file:line`` (1-based) for JSONL and text, ``file:index`` (0-based 
 from __future__ import annotations
 
 import codecs
-import contextlib
 import json
 import os
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from data_prep.conversation import Reject
 from data_prep.react import ROOM_PREFIX, WELCOME
+from fileio.atomic import AtomicFile
 
 UTF8_BOM = b"\xef\xbb\xbf"
 _CHUNK = 1 << 16
 _WS = " \t\r\n"
 
 
-class DataError(Exception):
+class DataPrepError(Exception):
     """A wholly unusable input. The message reads ``FILE:LINE: what broke``."""
 
 
@@ -45,18 +44,18 @@ def _sniff(path: Path) -> bytes:
         with path.open("rb") as f:
             return f.read(4096)
     except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
+        raise DataPrepError(f"{path}: file not found") from None
     except IsADirectoryError:
-        raise DataError(f"{path}: is a directory, pass a file") from None
+        raise DataPrepError(f"{path}: is a directory, pass a file") from None
     except PermissionError:
-        raise DataError(f"{path}: permission denied") from None
+        raise DataPrepError(f"{path}: permission denied") from None
 
 
 def _check_encoding(path: Path, head: bytes) -> None:
     if head.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise DataError(f"{path}:1: file is UTF-16 encoded; save it as UTF-8")
+        raise DataPrepError(f"{path}:1: file is UTF-16 encoded; save it as UTF-8")
     if b"\x00" in head:
-        raise DataError(f"{path}:1: file has NUL bytes (UTF-16/32 or binary); save it as UTF-8 text")
+        raise DataPrepError(f"{path}:1: file has NUL bytes (UTF-16/32 or binary); save it as UTF-8 text")
 
 
 def detect_container(path: Path) -> str:
@@ -68,7 +67,7 @@ def detect_container(path: Path) -> str:
         with path.open("rb") as f:  # the first 4 KiB may be blank lines only
             f.seek(len(head))
             if not f.read(1 << 20).strip():
-                raise DataError(f"{path}:1: file is empty")
+                raise DataPrepError(f"{path}:1: file is empty")
     if path.suffix.lower() == ".txt":
         return "text"
     if path.suffix.lower() == ".jsonl":
@@ -134,8 +133,8 @@ class Reader:
                 yield Record(src, value)
         if good == 0:
             if first_bad is not None:
-                raise DataError(f"{first_bad.source}: no line of the file is valid JSON ({first_bad.detail})")
-            raise DataError(f"{self.name}:1: file is empty")
+                raise DataPrepError(f"{first_bad.source}: no line of the file is valid JSON ({first_bad.detail})")
+            raise DataPrepError(f"{self.name}:1: file is empty")
 
     # -- JSON array (or concatenated / pretty-printed objects) -------------------------------------------
     def _json(self) -> Iterator[Record | Reject]:
@@ -165,7 +164,7 @@ class Reader:
                 chunk = udec.decode(raw, final=not raw)
             except UnicodeDecodeError as e:
                 line = line_base + buf.count("\n") + raw[: max(e.start, 0)].count(b"\n")
-                raise DataError(f"{self.name}:{line}: invalid UTF-8 bytes in a JSON file; "
+                raise DataPrepError(f"{self.name}:{line}: invalid UTF-8 bytes in a JSON file; "
                                 "fix the encoding (only JSONL files can skip single bad lines)") from None
             if not raw:
                 eof = True
@@ -189,7 +188,7 @@ class Reader:
 
         try:
             if not skip_ws():
-                raise DataError(f"{self.name}:1: file is empty")
+                raise DataPrepError(f"{self.name}:1: file is empty")
             is_array = buf[pos] == "["
             if is_array:
                 pos += 1
@@ -197,13 +196,13 @@ class Reader:
             while True:
                 if not skip_ws():
                     if is_array:
-                        raise DataError(f"{where(pos)}: truncated JSON array (file ends after element {index - 1}, "
+                        raise DataPrepError(f"{where(pos)}: truncated JSON array (file ends after element {index - 1}, "
                                         "no closing ']')")
                     break
                 if is_array and buf[pos] == "]":
                     pos += 1
                     if skip_ws():
-                        raise DataError(f"{where(pos)}: extra data after the closing ']' of the JSON array")
+                        raise DataPrepError(f"{where(pos)}: extra data after the closing ']' of the JSON array")
                     break
                 while True:
                     try:
@@ -214,7 +213,7 @@ class Reader:
                         break
                     except json.JSONDecodeError as e:
                         if eof:
-                            raise DataError(f"{where(e.pos)}: invalid or truncated JSON in element {index} "
+                            raise DataPrepError(f"{where(e.pos)}: invalid or truncated JSON in element {index} "
                                             f"({e.msg})") from None
                         want = min(want * 2, 1 << 26)
                         more()  # the element may continue in the next chunk; retry from pos
@@ -225,19 +224,19 @@ class Reader:
                 pos = end
                 if not skip_ws():
                     if is_array:
-                        raise DataError(f"{where(pos)}: truncated JSON array (no closing ']' after element {index - 1})")
+                        raise DataPrepError(f"{where(pos)}: truncated JSON array (no closing ']' after element {index - 1})")
                     break
                 if is_array:
                     if buf[pos] == ",":
                         pos += 1
                         if skip_ws() and buf[pos] == "]":
-                            raise DataError(f"{where(pos)}: trailing comma before ']' is not valid JSON")
+                            raise DataPrepError(f"{where(pos)}: trailing comma before ']' is not valid JSON")
                     elif buf[pos] != "]":
-                        raise DataError(f"{where(pos)}: expected ',' or ']' after element {index - 1}")
+                        raise DataPrepError(f"{where(pos)}: expected ',' or ']' after element {index - 1}")
         finally:
             f.close()
         if index == 0:
-            raise DataError(f"{self.name}:1: the JSON file holds no records")
+            raise DataPrepError(f"{self.name}:1: the JSON file holds no records")
 
     # -- plain text (ReAct trajectories) -----------------------------------------------------------------
     def _text_blocks(self) -> Iterator[Record | Reject]:
@@ -257,7 +256,7 @@ class Reader:
                 try:
                     line = raw.decode("utf-8").rstrip("\r\n")
                 except UnicodeDecodeError:
-                    raise DataError(f"{self.name}:{lineno}: invalid UTF-8 bytes; save the file as UTF-8") from None
+                    raise DataPrepError(f"{self.name}:{lineno}: invalid UTF-8 bytes; save the file as UTF-8") from None
                 opens = line.startswith(ROOM_PREFIX) or line.startswith(WELCOME)
                 if opens and not (block and only_header):
                     if block:
@@ -277,7 +276,7 @@ class Reader:
             n_good += isinstance(item, Record)
             yield item
         if n_good == 0:
-            raise DataError(f"{self.name}:1: no ReAct trajectory found (each starts with a "
+            raise DataPrepError(f"{self.name}:1: no ReAct trajectory found (each starts with a "
                             f"'{ROOM_PREFIX}' line)")
 
     def _emit(self, start: int, lines: list[str]) -> Record | Reject:
@@ -289,45 +288,6 @@ class Reader:
 
 
 # -- writers ------------------------------------------------------------------------------------------------
-class AtomicFile:
-    """A file written to a temp name in the target dir and moved into place by :meth:`commit`."""
-
-    def __init__(self, path: str | os.PathLike[str], mode: str = "w") -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # open(..., "x") rather than mkstemp so the file gets the usual permissions (umask), not 0600
-        self.tmp = self.path.parent / f".{self.path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-        self.fh: IO[Any] = open(self.tmp, mode.replace("w", "x"), encoding=None if "b" in mode else "utf-8")  # noqa: SIM115
-        self.done = False
-
-    def write(self, data: Any) -> None:
-        self.fh.write(data)
-
-    def commit(self) -> Path:
-        self.fh.close()
-        os.replace(self.tmp, self.path)
-        self.done = True
-        return self.path
-
-    def abort(self) -> None:
-        if not self.fh.closed:
-            self.fh.close()
-        with contextlib.suppress(FileNotFoundError):
-            self.tmp.unlink()
-        self.done = True
-
-    def __enter__(self) -> AtomicFile:
-        return self
-
-    def __exit__(self, exc_type: Any, *_: Any) -> None:
-        if self.done:
-            return
-        if exc_type is None:
-            self.commit()
-        else:
-            self.abort()
-
-
 class JsonlWriter(AtomicFile):
     """One JSON object per line, UTF-8, written atomically."""
 
@@ -349,29 +309,18 @@ class RejectWriter(JsonlWriter):
         self.add(d)
 
 
-def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
-    """Write ``text`` to a temp file beside ``path`` and move it into place; a crash leaves no partial file."""
-    with AtomicFile(path) as f:
-        f.write(text)
-    return Path(path)
-
-
-def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> Path:
-    return write_text_atomic(path, json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
-
-
 def read_json_file(path: str | os.PathLike[str]) -> Any:
-    """A small JSON file (config such as dataset_info.json) read whole; errors become :class:`DataError`."""
+    """A small JSON file (config such as dataset_info.json) read whole; errors become :class:`DataPrepError`."""
     p = Path(path)
     head = _sniff(p)
     _check_encoding(p, head)
     try:
         text = p.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise DataError(f"{p}: invalid UTF-8 at byte {e.start}") from None
+        raise DataPrepError(f"{p}: invalid UTF-8 at byte {e.start}") from None
     if not text.strip():
-        raise DataError(f"{p}:1: file is empty")
+        raise DataPrepError(f"{p}:1: file is empty")
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
-        raise DataError(f"{p}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}") from None
+        raise DataPrepError(f"{p}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}") from None

@@ -4,7 +4,7 @@ Honoured keys (names and defaults as in LLaMA-Factory's ``data/README.md``): ``f
 relative to the ``dataset_info.json`` dir), ``formatting`` (``alpaca`` default, or ``sharegpt``), ``columns``
 (prompt, query, response, history, messages, system, tools) and ``tags`` (role_tag, content_tag, user_tag,
 assistant_tag, observation_tag, function_tag, system_tag). Preference datasets (``ranking``, ``chosen`` /
-``rejected`` columns, ``kto_tag``) and hub-only datasets raise :class:`DataError` with what to do.
+``rejected`` columns, ``kto_tag``) and hub-only datasets raise :class:`DataPrepError` with what to do.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from data_prep.formats import Columns, FormatOptions, Tags
-from data_prep.io import DataError, read_json_file
+from data_prep.io import DataPrepError, read_json_file
 
 _READABLE = (".json", ".jsonl")
 _COLUMN_KEYS = ("prompt", "query", "response", "history", "messages", "system", "tools")
@@ -36,11 +36,11 @@ class DatasetSpec:
 def _columns(name: str, formatting: str, cols: dict[str, Any], where: str) -> Columns:
     unknown = set(cols) - set(_COLUMN_KEYS) - {"images", "videos", "audios", "chosen", "rejected", "kto_tag"}
     if unknown:
-        raise DataError(f"{where}: dataset '{name}' has unknown columns {sorted(unknown)}; "
+        raise DataPrepError(f"{where}: dataset '{name}' has unknown columns {sorted(unknown)}; "
                         f"known: {', '.join(_COLUMN_KEYS)}")
     for key, value in cols.items():
         if value is not None and not isinstance(value, str):
-            raise DataError(f"{where}: dataset '{name}' column '{key}' must be a string")
+            raise DataPrepError(f"{where}: dataset '{name}' column '{key}' must be a string")
     # LLaMA-Factory defaults: prompt=instruction, query=input, response=output, messages=conversations;
     # history, system and tools are unused unless named.
     return Columns(
@@ -57,10 +57,10 @@ def _columns(name: str, formatting: str, cols: dict[str, Any], where: str) -> Co
 def _tags(name: str, tags: dict[str, Any], where: str) -> Tags:
     unknown = set(tags) - set(_TAG_KEYS)
     if unknown:
-        raise DataError(f"{where}: dataset '{name}' has unknown tags {sorted(unknown)}; known: {', '.join(_TAG_KEYS)}")
+        raise DataPrepError(f"{where}: dataset '{name}' has unknown tags {sorted(unknown)}; known: {', '.join(_TAG_KEYS)}")
     for key, value in tags.items():
         if not isinstance(value, str) or not value:
-            raise DataError(f"{where}: dataset '{name}' tag '{key}' must be a non-empty string")
+            raise DataPrepError(f"{where}: dataset '{name}' tag '{key}' must be a non-empty string")
     return Tags(**tags)
 
 
@@ -71,14 +71,14 @@ def _files(name: str, base: Path, file_name: str, where: str) -> list[Path]:
     if p.is_dir():
         files = sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith("."))
         if not files:
-            raise DataError(f"{where}: dataset '{name}' folder {p} is empty")
+            raise DataPrepError(f"{where}: dataset '{name}' folder {p} is empty")
     elif p.is_file():
         files = [p]
     else:
-        raise DataError(f"{where}: dataset '{name}': file_name {file_name!r} not found (looked at {p})")
+        raise DataPrepError(f"{where}: dataset '{name}': file_name {file_name!r} not found (looked at {p})")
     for f in files:
         if f.suffix.lower() not in _READABLE:
-            raise DataError(f"{f}: dataset '{name}': only .json/.jsonl files are read; convert "
+            raise DataPrepError(f"{f}: dataset '{name}': only .json/.jsonl files are read; convert "
                             f"{f.suffix or 'this'} files to JSON Lines")
     return files
 
@@ -89,31 +89,31 @@ def load_datasets(info_path: str | Path, names: list[str]) -> list[DatasetSpec]:
     info = read_json_file(info_path)
     where = str(info_path)
     if not isinstance(info, dict):
-        raise DataError(f"{where}:1: dataset_info.json must be an object of dataset_name -> description")
+        raise DataPrepError(f"{where}:1: dataset_info.json must be an object of dataset_name -> description")
     wanted = [n.strip() for raw in names for n in raw.split(",") if n.strip()]
     if not wanted:
-        raise DataError(f"{where}: pass --dataset NAME[,NAME] (available: {', '.join(sorted(info)) or 'none'})")
+        raise DataPrepError(f"{where}: pass --dataset NAME[,NAME] (available: {', '.join(sorted(info)) or 'none'})")
     specs = []
     for name in wanted:
         if name not in info:
-            raise DataError(f"{where}: dataset '{name}' is not registered; available: {', '.join(sorted(info))}")
+            raise DataPrepError(f"{where}: dataset '{name}' is not registered; available: {', '.join(sorted(info))}")
         d = info[name]
         if not isinstance(d, dict):
-            raise DataError(f"{where}: dataset '{name}' description must be an object")
+            raise DataPrepError(f"{where}: dataset '{name}' description must be an object")
         cols = d.get("columns") or {}
         tags = d.get("tags") or {}
         if not isinstance(cols, dict) or not isinstance(tags, dict):
-            raise DataError(f"{where}: dataset '{name}': 'columns' and 'tags' must be objects")
+            raise DataPrepError(f"{where}: dataset '{name}': 'columns' and 'tags' must be objects")
         if d.get("ranking") or "chosen" in cols or "rejected" in cols or "kto_tag" in cols:
-            raise DataError(f"{where}: dataset '{name}' is a preference dataset (ranking/chosen/rejected/kto_tag); "
+            raise DataPrepError(f"{where}: dataset '{name}' is a preference dataset (ranking/chosen/rejected/kto_tag); "
                             "preference data (DPO/ORPO/KTO) is not supported yet, register an SFT dataset")
         if "file_name" not in d:
             hub = d.get("hf_hub_url") or d.get("ms_hub_url") or d.get("om_hub_url") or d.get("script_url")
-            raise DataError(f"{where}: dataset '{name}' has no file_name"
+            raise DataPrepError(f"{where}: dataset '{name}' has no file_name"
                             + (f" (only a hub/script source {hub!r}; download it and set file_name)" if hub else ""))
         formatting = d.get("formatting", "alpaca")
         if formatting not in ("alpaca", "sharegpt"):
-            raise DataError(f"{where}: dataset '{name}' formatting {formatting!r} is not supported; "
+            raise DataPrepError(f"{where}: dataset '{name}' formatting {formatting!r} is not supported; "
                             "use alpaca or sharegpt")
         specs.append(DatasetSpec(
             name=name,

@@ -39,13 +39,14 @@ from data_prep.formats import (
     options_for_sharegpt_messages,
     to_conversation,
 )
-from data_prep.io import DataError, JsonlWriter, Reader, Record, RejectWriter, write_json_atomic
+from data_prep.io import DataPrepError, JsonlWriter, Reader, Record, RejectWriter
 from data_prep.llamafactory import load_datasets
 from data_prep.split import Splitter, split_hash
 from data_prep.stats import Stats, plot_lengths
 from data_prep.validate import RowError, validate
+from fileio.atomic import write_json_atomic
 
-__all__ = ["DataError", "PrepConfig", "prepare"]
+__all__ = ["DataPrepError", "PrepConfig", "prepare"]
 
 OVERLONG = ("truncate", "drop")
 PROGRESS_MIN_BYTES = 4 << 20  # show a progress bar from 4 MiB of input
@@ -74,25 +75,25 @@ class PrepConfig:
     progress: bool | None = None  # None: a bar on stderr from PROGRESS_MIN_BYTES of input
 
     def check(self) -> None:
-        """Raise :class:`DataError` for a setting that cannot work."""
+        """Raise :class:`DataPrepError` for a setting that cannot work."""
         if self.format not in FORMAT_CHOICES:
-            raise DataError(f"--format {self.format!r} is unknown; choose one of {', '.join(FORMAT_CHOICES)}")
+            raise DataPrepError(f"--format {self.format!r} is unknown; choose one of {', '.join(FORMAT_CHOICES)}")
         if self.overlong not in OVERLONG:
-            raise DataError(f"--overlong {self.overlong!r} is unknown; choose truncate or drop")
+            raise DataPrepError(f"--overlong {self.overlong!r} is unknown; choose truncate or drop")
         if not 0 <= self.test_size < 1:
-            raise DataError(f"--test-size must be in [0, 1), got {self.test_size}")
+            raise DataPrepError(f"--test-size must be in [0, 1), got {self.test_size}")
         if self.max_length < 1:
-            raise DataError(f"--max-length must be a positive number of tokens, got {self.max_length}")
+            raise DataPrepError(f"--max-length must be a positive number of tokens, got {self.max_length}")
         if self.max_chars is not None and self.max_chars < self.min_chars:
-            raise DataError(f"--max-chars {self.max_chars} is below --min-chars {self.min_chars}")
+            raise DataPrepError(f"--max-chars {self.max_chars} is below --min-chars {self.min_chars}")
         if self.balance_cap is not None and self.balance_cap < 1:
-            raise DataError(f"--balance-cap must be at least 1, got {self.balance_cap}")
+            raise DataPrepError(f"--balance-cap must be at least 1, got {self.balance_cap}")
         if self.quality_threshold is not None and not 0 <= self.quality_threshold <= 1:
-            raise DataError(f"--quality-threshold must be in [0, 1], got {self.quality_threshold}")
+            raise DataPrepError(f"--quality-threshold must be in [0, 1], got {self.quality_threshold}")
         if bool(self.dataset_info) != bool(self.dataset):
-            raise DataError("--dataset-info and --dataset go together: pass both (or neither)")
+            raise DataPrepError("--dataset-info and --dataset go together: pass both (or neither)")
         if not self.inputs and not self.dataset:
-            raise DataError("no input: pass --input FILE (or --dataset-info FILE --dataset NAME)")
+            raise DataPrepError("no input: pass --input FILE (or --dataset-info FILE --dataset NAME)")
 
 
 @dataclass(frozen=True)
@@ -112,20 +113,20 @@ def _plan_inputs(cfg: PrepConfig) -> list[_Input]:
     for item in plan:
         p = Path(item.path)
         if not p.exists():
-            raise DataError(f"{item.path}: file not found")
+            raise DataPrepError(f"{item.path}: file not found")
         if p.is_dir():
-            raise DataError(f"{item.path}: is a directory, pass a file")
+            raise DataPrepError(f"{item.path}: is a directory, pass a file")
     return plan
 
 
 def _load_tokenizer(name: str) -> Any:
-    from data_prep.registry import load_tokenizer
+    from models.loading import load_tokenizer
 
     try:
         return load_tokenizer(name)
     except (OSError, ValueError, ImportError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DataError(f"tokenizer '{name}': {first}") from None
+        raise DataPrepError(f"tokenizer '{name}': {first}") from None
 
 
 def _position(source: str) -> int:
@@ -176,7 +177,7 @@ class _Run:
                     return
             length, n_used, n_trained, over = n_chars, 0, 0, False
             if self.tokenizer is not None:
-                from data_prep.render import RenderError, render_example
+                from data_prep.render import IGNORE_INDEX, RenderError, render_example
 
                 try:
                     ex = render_example(self.tokenizer, conv.as_chat(), tools=conv.tools)
@@ -191,7 +192,7 @@ class _Run:
                         raise RowError("too_long", f"{length} tokens, more than --max-length {cfg.max_length} "
                                                    "(--overlong drop)")
                     n_used = cfg.max_length
-                    n_trained = sum(1 for x in ex.labels[: cfg.max_length] if x != -100)
+                    n_trained = sum(1 for x in ex.labels[: cfg.max_length] if x != IGNORE_INDEX)
             if self.cap is not None:
                 self.cap.admit(stratum(conv))
             if over:
@@ -221,7 +222,7 @@ def _records(reader: Reader, bar: Any) -> Iterator[Record | Reject]:
 
 
 def prepare(cfg: PrepConfig, tokenizer: Any = None) -> dict[str, Any]:
-    """Run the pipeline; returns the stats dict (also written to ``stats.json``). Raises :class:`DataError`."""
+    """Run the pipeline; returns the stats dict (also written to ``stats.json``). Raises :class:`DataPrepError`."""
     t0 = time.perf_counter()
     cfg.check()
     plan = _plan_inputs(cfg)
@@ -230,7 +231,7 @@ def prepare(cfg: PrepConfig, tokenizer: Any = None) -> dict[str, Any]:
     t_rows = time.perf_counter()
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
-        raise DataError(f"{out}: --out must be a folder, this is a file")
+        raise DataPrepError(f"{out}: --out must be a folder, this is a file")
     out.mkdir(parents=True, exist_ok=True)
 
     stats = Stats()
@@ -291,7 +292,7 @@ def _pass_one(run: _Run, plan: list[_Input]) -> None:
             reader = Reader(item.path)
             fmt = "react" if item.format == "auto" and reader.container == "text" else item.format
             if reader.container == "text" and fmt != "react":
-                raise DataError(f"{item.path}: .txt files are read as ReAct text trajectories; --format {fmt} "
+                raise DataPrepError(f"{item.path}: .txt files are read as ReAct text trajectories; --format {fmt} "
                                 "needs a .json or .jsonl file")
             opts = item.opts
             rows_in, kept_before = run.stats.rows_in, run.stats.rows_kept

@@ -1,6 +1,6 @@
 """The ReAct chat format, shared by training data (``data_prep``) and evaluation (``eval``).
 
-One ALFWorld-style trajectory becomes one multi-turn chat (see ``architecture.md``):
+One ALFWorld-style trajectory becomes one multi-turn chat (see ``docs/sources.md#react-chat-format``):
 
 - system: the ReAct instructions (:func:`react_system_prompt`);
 - user: the initial observation plus the task line, with the TextWorld welcome paragraph dropped;

@@ -110,7 +110,7 @@ def plot_lengths(path: Path, stats: Stats, *, length_unit: str, max_length: int 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from data_prep.io import AtomicFile
+    from fileio.atomic import AtomicFile
 
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
     drawn = False

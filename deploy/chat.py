@@ -13,7 +13,9 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
+
+from models.generate import Sampling
 
 
 class Chatter(Protocol):
@@ -22,43 +24,26 @@ class Chatter(Protocol):
 
 class HFChatter:
     def __init__(self, path: Path, base: str | None, max_new_tokens: int, temperature: float) -> None:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from models.loading import load_model
 
-        self.torch = torch
         if (path / "adapter_config.json").is_file():
-            from peft import PeftModel
-
             from deploy.lora import LoraAdapter
             from deploy.merge import resolve_base
 
-            base_dir = resolve_base(LoraAdapter.load(path), base)
-            model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
-            model = PeftModel.from_pretrained(model, str(path))
-            tok_dir = path if (path / "tokenizer_config.json").is_file() else base_dir
+            self.model, self.tok = load_model(str(resolve_base(LoraAdapter.load(path), base)), path)
         elif (path / "config.json").is_file():
-            model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
-            tok_dir = path
+            self.model, self.tok = load_model(str(path))
         else:
             raise FileNotFoundError(
                 f"{path}: not an adapter (adapter_config.json), model folder (config.json) or .gguf"
             )
-        self.model = model.eval()
-        self.tok = AutoTokenizer.from_pretrained(str(tok_dir))
         self.max_new_tokens = max_new_tokens
-        self.temperature = temperature
+        self.sampling = Sampling(temperature)
 
     def reply(self, messages: list[dict[str, str]]) -> str:
-        text = self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        ids = self.tok(text, add_special_tokens=False, return_tensors="pt")
-        kwargs: dict[str, Any] = {"do_sample": self.temperature > 0}
-        if self.temperature > 0:
-            kwargs["temperature"] = self.temperature
-        with self.torch.no_grad():
-            out = self.model.generate(
-                **ids, max_new_tokens=self.max_new_tokens, pad_token_id=self.tok.pad_token_id, **kwargs
-            )
-        return self.tok.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True).strip()
+        from models.generate import generate_reply
+
+        return generate_reply(self.model, self.tok, messages, self.max_new_tokens, self.sampling)
 
 
 class GGUFChatter:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from deploy.quantize import K_QUANTS, check_type
+from models.generate import scenario_kind
 
 DEFAULT_QUANTS = "f16,q8_0"
 _PREFERENCE = (
@@ -122,14 +123,6 @@ def trained_system_prompt(train_jsonl: Path) -> str | None:
                 return None
             shared = first.get("content")
     return shared
-
-
-def scenario_kind(scenario: str | None) -> str | None:
-    s = (scenario or "").lower()
-    for kind in ("react", "roleplay", "qa"):
-        if kind in s:
-            return kind
-    return None
 
 
 def default_system_prompt(kind: str | None) -> str | None:
@@ -403,7 +396,7 @@ def build_plan(args: argparse.Namespace) -> ExportPlan:
         # The adapter records the base it was trained on; config.yaml's model is the fallback.
         base_dir = resolve_base(adapter, args.base or (None if adapter.base_model else info.base))
     else:
-        from data_prep.registry import resolve_source
+        from models.registry import resolve_source
 
         base_dir = Path(resolve_source(args.base))
     name = safe_name(args.name or info.name or base_dir.name)

@@ -25,6 +25,7 @@ import gguf
 import numpy as np
 
 from deploy.tokenizer_gguf import GGUFVocab
+from fileio.atomic import atomic_path
 
 DIRECT_TYPES = {
     "f32": (gguf.GGMLQuantizationType.F32, gguf.LlamaFileType.ALL_F32),
@@ -294,7 +295,7 @@ def write_gguf(
     model_name: str | None = None,
     progress: bool = True,
 ) -> GGUFResult:
-    """Write a GGUF file tensor by tensor to ``out_path`` (atomically: ``.tmp`` then rename).
+    """Write a GGUF file tensor by tensor to ``out_path``, atomically.
 
     ``read_rows(hf_name, start, stop)`` returns rows of a tensor in HF layout (torch or numpy, any float
     dtype). Big tensors are read, converted and written in row chunks of about 32 MB, so peak memory stays
@@ -325,7 +326,6 @@ def write_gguf(
     plan = plan_tensors(names, shape_of, hp, qtype)
 
     out_path = Path(out_path)
-    tmp = out_path.with_name(out_path.name + ".tmp")
     writer = gguf.GGUFWriter(None, gguf.MODEL_ARCH_NAMES[hp.arch])
     writer.add_type(gguf.GGUFType.MODEL)
     writer.add_name(model_name or out_path.stem)
@@ -335,31 +335,28 @@ def write_gguf(
     vocab.write(writer)
     for p in plan:
         writer.add_tensor_info(p.gguf_name, p.shape, np.dtype(np.float32), p.nbytes, raw_dtype=p.qtype)
-    try:
-        writer.write_header_to_file(path=tmp)
-        writer.write_kv_data_to_file()
-        writer.write_ti_data_to_file()
-        bar = tqdm(
-            total=sum(p.nbytes for p in plan),
-            unit="B",
-            unit_scale=True,
-            desc=f"gguf {outtype}",
-            disable=not progress,
-        )
-        for p in plan:
-            _write_tensor(writer, p, hp, read_rows, chunked=get_f32 is None)
-            bar.update(p.nbytes)
-        bar.close()
-        assert writer.fout is not None
-        for fh in writer.fout:
-            fh.flush()
-            os.fsync(fh.fileno())
-        writer.close()
-        os.replace(tmp, out_path)
-    except BaseException:
-        writer.close()
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_path(out_path) as tmp:
+        try:
+            writer.write_header_to_file(path=tmp)
+            writer.write_kv_data_to_file()
+            writer.write_ti_data_to_file()
+            bar = tqdm(
+                total=sum(p.nbytes for p in plan),
+                unit="B",
+                unit_scale=True,
+                desc=f"gguf {outtype}",
+                disable=not progress,
+            )
+            for p in plan:
+                _write_tensor(writer, p, hp, read_rows, chunked=get_f32 is None)
+                bar.update(p.nbytes)
+            bar.close()
+            assert writer.fout is not None
+            for fh in writer.fout:
+                fh.flush()
+                os.fsync(fh.fileno())
+        finally:
+            writer.close()
     return GGUFResult(out_path, outtype, len(plan), out_path.stat().st_size)
 
 
@@ -413,22 +410,18 @@ def write_lora_gguf(
             (f"{gname}.lora_b", np.ascontiguousarray(b)),
         ]
     out_path = Path(out_path)
-    tmp = out_path.with_name(out_path.name + ".tmp")
-    writer = gguf.GGUFWriter(tmp, gguf.MODEL_ARCH_NAMES[hp.arch])
-    try:
-        writer.add_type(gguf.GGUFType.ADAPTER)
-        writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
-        writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, 0.0)
-        writer.add_name(model_name or out_path.stem)
-        for tname, arr in tensors:
-            writer.add_tensor(tname, arr)
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-        writer.close()
-        os.replace(tmp, out_path)
-    except BaseException:
-        writer.close()
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_path(out_path) as tmp:
+        writer = gguf.GGUFWriter(tmp, gguf.MODEL_ARCH_NAMES[hp.arch])
+        try:
+            writer.add_type(gguf.GGUFType.ADAPTER)
+            writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
+            writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, 0.0)
+            writer.add_name(model_name or out_path.stem)
+            for tname, arr in tensors:
+                writer.add_tensor(tname, arr)
+            writer.write_header_to_file()
+            writer.write_kv_data_to_file()
+            writer.write_tensors_to_file()
+        finally:
+            writer.close()
     return out_path

@@ -16,9 +16,7 @@ Pass the 16-bit model instead (``--base``); the error message names it.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +31,7 @@ from deploy.safetensors_io import (
     row_chunks,
     st_dtype_of,
 )
+from fileio.atomic import atomic_dir
 
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -145,7 +144,7 @@ def sixteen_bit_name(name: str) -> str:
 
 def resolve_base(adapter: LoraAdapter, base: str | None) -> Path:
     """The local folder of the 16-bit base model for ``adapter`` (``base`` overrides the adapter's own record)."""
-    from data_prep.registry import resolve_source
+    from models.registry import resolve_source
 
     name = base or adapter.base_model
     if not name:
@@ -208,8 +207,7 @@ def merge_to_folder(
         st = st_dtype_of(target[dtype]) if dtype else source.dtype(name)
         planned.append(PlannedTensor(name, source.shape(name), st))
     shards = plan_shards(planned, max_shard_bytes)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:
         weight_map: dict[str, str] = {}
         bar = tqdm(
             total=sum(t.nbytes for t in planned),
@@ -247,13 +245,6 @@ def merge_to_folder(
         if gen.is_file():
             shutil.copyfile(gen, tmp / "generation_config.json")
         copy_tokenizer(tmp, *tokenizer_dirs, source.base_dir)
-        tmp.chmod(0o755)  # mkdtemp makes it private
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 

@@ -21,14 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from deploy.gotemplate import render_ollama
+from fileio.atomic import write_text_atomic
+from models.generate import DEFAULT_SAMPLING, SCENARIO_SAMPLING
 
+NUM_CTX = 4096  # a context that holds a whole ReAct episode
+# The scenario's decoding (models.generate), the same that training's samples and chat_eval use.
 SCENARIO_PARAMS: dict[str, dict[str, float | int]] = {
-    # ReAct: actions must be exact; greedy decoding, a context that holds a whole episode.
-    "react": {"temperature": 0.0, "top_k": 1, "top_p": 1.0, "repeat_penalty": 1.0, "num_ctx": 4096},
-    "roleplay": {"temperature": 0.8, "top_p": 0.9, "repeat_penalty": 1.1, "num_ctx": 4096},
-    "qa": {"temperature": 0.3, "top_p": 0.9, "repeat_penalty": 1.05, "num_ctx": 4096},
+    kind: {**sampling.ollama_params(), "num_ctx": NUM_CTX} for kind, sampling in SCENARIO_SAMPLING.items()
 }
-DEFAULT_PARAMS: dict[str, float | int] = {"temperature": 0.7, "top_p": 0.9, "num_ctx": 4096}
+DEFAULT_PARAMS: dict[str, float | int] = {**DEFAULT_SAMPLING.ollama_params(), "num_ctx": NUM_CTX}
 
 _S = "\u00abSYSTEM\u00bb"
 _U1, _A1, _U2 = "\u00abUSER1\u00bb", "\u00abASSISTANT1\u00bb", "\u00abUSER2\u00bb"
@@ -347,9 +348,7 @@ def write_modelfile(spec: ModelfileSpec, path: Path) -> Path:
     parsed = dict((k, v) for k, v in parse_modelfile(text) if k in ("template", "system"))
     if parsed.get("template") != spec.template or (spec.system and parsed.get("system") != spec.system):
         raise ValueError("the Modelfile would not round-trip through Ollama's parser (quotes in SYSTEM?)")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_text_atomic(path, text)
     return path
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from deploy.gguf import DIRECT_TYPES
 from deploy.llamacpp import LLAMA_CPP_HINT
+from fileio.atomic import atomic_path
 
 K_QUANTS = {
     "q2_k": 10,
@@ -37,7 +38,7 @@ def check_type(name: str) -> str:
 
 
 def quantize_k(src: Path, dst: Path, qtype: str, threads: int | None = None) -> Path:
-    """Quantize ``src`` (a float GGUF) to ``dst`` with llama.cpp; atomic (``.tmp`` then rename)."""
+    """Quantize ``src`` (a float GGUF) to ``dst`` with llama.cpp, atomically."""
     qtype = check_type(qtype)
     if qtype not in K_QUANTS:
         raise ValueError(f"{qtype} is written directly by deploy.gguf, not by llama.cpp's quantizer")
@@ -45,15 +46,11 @@ def quantize_k(src: Path, dst: Path, qtype: str, threads: int | None = None) -> 
         import llama_cpp
     except Exception as exc:
         raise RuntimeError(f"{qtype} needs llama.cpp's quantizer: {LLAMA_CPP_HINT}") from exc
-    tmp = dst.with_name(dst.name + ".tmp")
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = K_QUANTS[qtype]
     params.nthread = threads or int(os.environ.get("OMP_NUM_THREADS", "0") or 0) or (os.cpu_count() or 1)
-    try:
+    with atomic_path(dst) as tmp:
         rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), params)
         if rc != 0 or not tmp.is_file():
             raise RuntimeError(f"llama_model_quantize({src.name} -> {qtype}) failed with code {rc}")
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
     return dst

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from fileio.atomic import AtomicFile
+
 # safetensors dtype names <-> torch dtypes (by name, to keep torch out of the import path of this table).
 _ST_TO_TORCH = {
     "F32": "float32",
@@ -182,14 +184,14 @@ def plan_shards(tensors: list[PlannedTensor], max_shard_bytes: int) -> list[list
 class StreamingSafetensorsWriter:
     """Write one safetensors file whose tensors arrive one by one, in the planned order.
 
-    Writes to ``<path>.tmp`` and renames on :meth:`close`; an interrupted write leaves no file at ``path``.
+    Writes through :class:`fileio.atomic.AtomicFile`: only :meth:`close` puts the file at ``path``, so an
+    interrupted write leaves none there.
     """
 
     def __init__(
         self, path: Path, tensors: list[PlannedTensor], metadata: dict[str, str] | None = None
     ) -> None:
         self.path = Path(path)
-        self.tmp = self.path.with_name(self.path.name + ".tmp")
         self._plan = list(tensors)
         self._next = 0
         self._done = 0  # bytes of the current tensor written so far
@@ -206,7 +208,8 @@ class StreamingSafetensorsWriter:
             offset += t.nbytes
         raw = json.dumps(header, separators=(",", ":")).encode()
         raw += b" " * (-len(raw) % 8)  # align the data section to 8 bytes
-        self._fh = open(self.tmp, "wb")  # noqa: SIM115 - closed in close()/abort()
+        self._file = AtomicFile(self.path, "wb")
+        self._fh = self._file.fh
         self._fh.write(struct.pack("<Q", len(raw)))
         self._fh.write(raw)
 
@@ -244,9 +247,7 @@ class StreamingSafetensorsWriter:
             raise ValueError(f"{self.path}: wrote {self._next} of {len(self._plan)} tensors")
         self._fh.flush()
         os.fsync(self._fh.fileno())
-        self._fh.close()
-        os.replace(self.tmp, self.path)
+        self._file.commit()
 
     def abort(self) -> None:
-        self._fh.close()
-        self.tmp.unlink(missing_ok=True)
+        self._file.abort()

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from deploy.llamacpp import llama_cpp_available, load_llama
+from fileio.atomic import write_text_atomic
 
 PROMPTS: tuple[tuple[dict[str, str], ...], ...] = (
     ({"role": "user", "content": "What is the capital of France?"},),
@@ -75,15 +76,9 @@ class ParityResult:
 
 def load_reference(base_dir: Path, adapter_dir: Path | None) -> Any:
     """transformers model (float32, CPU): the base with the adapter applied unmerged, as in training."""
-    import torch
-    from transformers import AutoModelForCausalLM
+    from models.loading import load_causal_lm
 
-    model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
-    if adapter_dir is not None:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, str(adapter_dir))
-    return model.eval()
+    return load_causal_lm(str(base_dir), adapter_dir)
 
 
 def _hf_greedy(model: Any, ids: list[int], n: int) -> tuple[list[int], np.ndarray]:
@@ -267,6 +262,4 @@ def record(results: list[ParityResult], out: Path) -> None:
         if any(f["status"] == "skipped" for f in files.values())
         else "passed"
     )
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, out)
+    write_text_atomic(out, json.dumps(data, indent=2))

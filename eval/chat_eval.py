@@ -6,8 +6,9 @@
         --data runs/x/data/test.jsonl --out runs/x/eval --samples 5 --character data/roleplay/character.json
 
 Loss is the mean cross-entropy over assistant tokens only (the labels of ``data_prep.render.render_example``,
-exactly as in training), for the base model and, with ``--adapter``, the fine-tuned one. Samples are greedy
-replies to the conversation up to its last assistant turn. With ``--character``, every sample reply is
+exactly as in training), for the base model and, with ``--adapter``, the fine-tuned one. Samples are replies
+to the conversation up to its last assistant turn, decoded by ``models.generate`` with the scenario's
+settings (those its Modelfile writes; greedy when the scenario is unknown). With ``--character``, every sample reply is
 checked against the card's ``consistency`` rules (``eval.persona``). Writes ``results.json``, ``report.md``
 and ``perplexity.png``.
 """
@@ -25,9 +26,10 @@ from typing import Any
 
 from tqdm import tqdm
 
-from data_prep.io import write_text_atomic
 from eval.persona import PersonaRules, persona_score
 from eval.report import save_bar_png, write_json
+from fileio.atomic import write_text_atomic
+from models.generate import GREEDY, Sampling, generate_reply, sampling_for, scenario_kind
 
 
 @dataclass
@@ -63,7 +65,7 @@ def read_rows(path: Path) -> list[Row]:
 def load_models(model: str, adapter: str | None) -> tuple[Any, Any, bool]:
     """(model, tokenizer, has_adapter). With an adapter the model is a PeftModel, so the base is one
     ``disable_adapter()`` away."""
-    from data_prep.registry import load_model
+    from models.loading import load_model
 
     try:
         lm, tokenizer = load_model(model, adapter)
@@ -129,24 +131,16 @@ def sample_prompts(rows: list[Row], n: int) -> list[tuple[Row, list[dict[str, An
     return out
 
 
-def generate(model: Any, tokenizer: Any, messages: list[dict[str, Any]], max_new_tokens: int) -> str:
-    import torch
+def run_sampling(scenario: str | None, adapter: str | None) -> Sampling:
+    """The scenario's decoding (``--scenario``, else the adapter's run config); greedy when neither says,
+    so base and tuned replies then compare token for token."""
+    if scenario is None and adapter:
+        config = Path(adapter).parent / "config.yaml"
+        if config.is_file():
+            import yaml
 
-    from data_prep.render import render_prompt
-    from eval.policies.hf import stop_token_ids
-
-    ids = render_prompt(tokenizer, messages)
-    stops = sorted(stop_token_ids(tokenizer, model))
-    with torch.inference_mode():
-        out = model.generate(
-            input_ids=torch.tensor([ids]),
-            attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            eos_token_id=stops,
-            pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0],
-        )
-    return tokenizer.decode(out[0, len(ids) :], skip_special_tokens=True).strip()
+            scenario = ((yaml.safe_load(config.read_text(encoding="utf-8")) or {}).get("run") or {}).get("scenario")
+    return sampling_for(scenario) if scenario_kind(scenario) else GREEDY
 
 
 def _cell(text: str) -> str:
@@ -175,7 +169,7 @@ def render_report(doc: dict[str, Any]) -> str:
     if skipped:
         lines += ["", f"Skipped {len(skipped)} rows: " + "; ".join(skipped[:5])]
     if doc["samples"]:
-        lines += ["", "## Samples (greedy)", ""]
+        lines += ["", f"## Samples ({doc.get('sampling', 'greedy')})", ""]
         head = "| # | prompt (last user turn) | reference | " + " | ".join(labels) + " |"
         lines += [head, "|---|---|---|" + "---|" * len(labels)]
         for i, s in enumerate(doc["samples"], start=1):
@@ -206,6 +200,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         except ValueError as exc:
             raise ValueError(f"{args.character}: {exc}") from exc
     model, tokenizer, has_adapter = load_models(args.model, args.adapter)
+    sampling = run_sampling(args.scenario, args.adapter)
     start = time.perf_counter()
     doc: dict[str, Any] = {
         "model": args.model,
@@ -215,6 +210,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "character": str(args.character) if args.character else None,
         "base": None,
         "finetuned": None,
+        "sampling": sampling.describe(),
     }
     prompts = sample_prompts(rows, args.samples)
     samples: list[dict[str, Any]] = [
@@ -224,7 +220,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         with ctx():
             doc[label] = heldout_loss(model, tokenizer, rows, args.max_length, desc=f"loss ({label})")
             for s, (_, msgs, _) in zip(samples, tqdm(prompts, desc=f"samples ({label})", unit="sample"), strict=True):
-                s["replies"][label] = generate(model, tokenizer, msgs, args.max_new_tokens)
+                s["replies"][label] = generate_reply(model, tokenizer, msgs, args.max_new_tokens, sampling)
     if rules is not None:
         doc["persona"] = {}
         for label in [v for v in ("base", "finetuned") if doc[v]]:
@@ -250,7 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adapter", help="LoRA adapter folder; compared with the base model")
     p.add_argument("--data", required=True, type=Path, help="held-out test.jsonl ({'messages': [...]} per line)")
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--samples", type=int, default=5, help="side-by-side greedy samples (default 5)")
+    p.add_argument("--samples", type=int, default=5, help="side-by-side samples (default 5)")
+    p.add_argument("--scenario", help="react | roleplay | qa: decode samples as its Modelfile does "
+                   "(default: the adapter's run config; greedy when unknown)")
     p.add_argument("--character", type=Path, help="roleplay character card with a 'consistency' object")
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--max-length", type=int, default=2048, help="truncate rows to this many tokens for the loss")

@@ -17,10 +17,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from data_prep.io import write_text_atomic
 from data_prep.react import TASK_TYPES
 from eval.metrics import wilson_interval
-from eval.report import _pct, save_figure
+from eval.report import _pct
+from fileio.atomic import save_figure, write_text_atomic
 
 SHORT = {
     "pick_and_place_simple": "Pick",

@@ -20,12 +20,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from data_prep.io import AtomicFile
 from data_prep.react import Trajectory, format_react_text, strip_welcome
 from eval.expert import solve
 from eval.household import GRAMMARS, SPLITS, HouseholdEnv, Scene, generate_scene
 from eval.household.generator import split_layouts
 from eval.household.vocab import ROOM_KINDS
+from fileio.atomic import AtomicFile
 
 
 def make_trajectory(

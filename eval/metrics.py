@@ -1,4 +1,4 @@
-"""Scores over a list of episode results (household_sim.md, "Metrics")."""
+"""Scores over a list of episode results (docs/sources.md#household-metrics)."""
 
 from __future__ import annotations
 

@@ -92,7 +92,7 @@ def build_policy(args: argparse.Namespace) -> Policy:
 
         tokenizer = None
         if args.tokenizer or not Path(args.model).is_file():
-            from data_prep.registry import load_tokenizer
+            from models.loading import load_tokenizer
 
             tokenizer = load_tokenizer(args.tokenizer or args.model)
         return LlamaCppPolicy(resolve_gguf(args.model), tokenizer, max_new_tokens=args.max_new_tokens)

@@ -6,15 +6,13 @@ Every file is written to a temporary file in the output folder and moved into pl
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from data_prep.io import write_text_atomic
 from eval.runner import EpisodeResult
+from fileio.atomic import save_figure, write_text_atomic
 
 
 @dataclass(frozen=True)
@@ -24,7 +22,7 @@ class Reference:
     setting: str
 
 
-# household_sim.md, "Reference numbers". All on real ALFWorld, not on our simulator.
+# docs/sources.md#household-references. All on real ALFWorld, not on our simulator.
 REFERENCES: tuple[Reference, ...] = (
     Reference("ReAct, best of 6 (few-shot prompting)", 71.0, "ReAct paper, 134 unseen games"),
     Reference("ReAct, average (few-shot prompting)", 57.0, "ReAct paper, 134 unseen games"),
@@ -64,23 +62,6 @@ def save_bar_png(
         ax.text(bar.get_x() + bar.get_width() / 2, v, fmt.format(v), ha="center", va="bottom", fontsize=8)
     fig.tight_layout()
     save_figure(fig, path)
-
-
-def save_figure(fig: Any, path: Path) -> None:
-    """Write a matplotlib figure as PNG atomically (temp file in the same folder, then rename) and close it."""
-    import matplotlib.pyplot as plt
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    finally:
-        plt.close(fig)
 
 
 def _pct(x: float | None) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from data_prep.formats import Columns, FormatOptions, Tags, detect_format, to_conversation
-from data_prep.io import DataError, Reader, Record
+from data_prep.io import DataPrepError, Reader, Record
 from data_prep.react import react_system_prompt
 from data_prep.validate import REASONS, RowError, validate
 
@@ -157,7 +157,7 @@ def test_detect_sharegpt_turns_under_messages_and_custom_qa_fields() -> None:
     ],
 )
 def test_detect_format_errors_list_the_choices(row: object, words: str) -> None:
-    with pytest.raises(DataError) as e:
+    with pytest.raises(DataPrepError) as e:
         detect_format(row, "data.jsonl:1", OPTS)
     msg = str(e.value)
     assert msg.startswith("data.jsonl:1: ") and words in msg

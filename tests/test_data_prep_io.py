@@ -9,7 +9,8 @@ import pytest
 
 from data_prep import io as dio
 from data_prep.conversation import Reject
-from data_prep.io import AtomicFile, DataError, JsonlWriter, Reader, Record, detect_container
+from data_prep.io import DataPrepError, JsonlWriter, Reader, Record, detect_container
+from fileio.atomic import AtomicFile
 
 FIX = Path(__file__).parent / "fixtures" / "data"
 
@@ -69,7 +70,7 @@ def test_pretty_printed_objects_without_array(tmp_path: Path) -> None:
 def test_broken_json_array_is_a_data_error_with_position(tmp_path: Path, text: str, where: str, what: str) -> None:
     p = tmp_path / "broken.json"
     p.write_text(text)
-    with pytest.raises(DataError) as e:
+    with pytest.raises(DataPrepError) as e:
         _items(p)
     assert str(e.value).startswith(str(p) + where)
     assert what in str(e.value)
@@ -78,7 +79,7 @@ def test_broken_json_array_is_a_data_error_with_position(tmp_path: Path, text: s
 def test_invalid_bytes_in_a_json_array_name_the_line(tmp_path: Path) -> None:
     p = tmp_path / "bytes.json"
     p.write_bytes(b'[\n{"a": "ok"},\n{"a": "\xff"}\n]')
-    with pytest.raises(DataError, match=r"bytes\.json:3: invalid UTF-8"):
+    with pytest.raises(DataPrepError, match=r"bytes\.json:3: invalid UTF-8"):
         _items(p)
 
 
@@ -92,7 +93,7 @@ def test_invalid_bytes_in_a_json_array_name_the_line(tmp_path: Path) -> None:
     ],
 )
 def test_unusable_files(name: str, message: str) -> None:
-    with pytest.raises(DataError) as e:
+    with pytest.raises(DataPrepError) as e:
         _items(FIX / name)
     assert str(e.value) == str(FIX / message) or str(e.value).startswith(str(FIX / message))
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from tiny import make_tokenizer
 
-from data_prep.pipeline import DataError, PrepConfig, prepare
+from data_prep.pipeline import DataPrepError, PrepConfig, prepare
 from data_prep.render import render_example
 from data_prep.validate import REASONS
 
@@ -173,7 +173,7 @@ def test_llamafactory_datasets(tmp_path: Path) -> None:
      ("nope", "not registered")],
 )
 def test_llamafactory_errors(tmp_path: Path, name: str, words: str) -> None:
-    with pytest.raises(DataError, match=words):
+    with pytest.raises(DataPrepError, match=words):
         prepare(PrepConfig(inputs=[], out=str(tmp_path / "o"), dataset_info=str(FIX / "llamafactory" /
                                                                                  "dataset_info.json"), dataset=[name]))
 
@@ -182,7 +182,7 @@ def test_unusable_file_mid_run_replaces_nothing(tmp_path: Path) -> None:
     out = tmp_path / "o"
     prepare(PrepConfig(inputs=[str(FIX / "qa.jsonl")], out=str(out)))
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    with pytest.raises(DataError, match=r"truncated\.json:3:"):
+    with pytest.raises(DataPrepError, match=r"truncated\.json:3:"):
         prepare(PrepConfig(inputs=[str(FIX / "alpaca.json"), str(FIX / "truncated.json")], out=str(out)))
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # old outputs intact, no temp files
 

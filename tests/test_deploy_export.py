@@ -187,9 +187,9 @@ def test_sigkill_mid_write_leaves_no_final_file(tmp_path: Path, what: str) -> No
         partial = None
         while time.time() < deadline and partial is None:
             found = (
-                list(tmp_path.glob("m.gguf.tmp"))
+                list(tmp_path.glob(".m.*.tmp.gguf"))
                 if what == "gguf"
-                else [p for p in tmp_path.glob(".merged.*/*.tmp") if p.stat().st_size > 0]
+                else [p for p in tmp_path.glob(".merged.*/.*.tmp.safetensors") if p.stat().st_size > 0]
             )
             partial = found[0] if found else None
             time.sleep(0.05)
@@ -214,8 +214,8 @@ def test_smollm2_with_a_trained_adapter(tmp_path: Path) -> None:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from data_prep.registry import resolve_source
     from deploy.export import ExportPlan, run_export
+    from models.registry import resolve_source
 
     base = Path(resolve_source("smollm2-135m-instruct"))
     tok = AutoTokenizer.from_pretrained(base)

@@ -210,7 +210,7 @@ def test_k_quant_through_llama_cpp(llama_plain) -> None:
     dst = quantize_k(src, root / "kq-q4_k_m.gguf", "q4_k_m")
     fields = {k: f.contents() for k, f in gguf.GGUFReader(dst).fields.items()}
     assert fields["general.file_type"] == 15  # LLAMA_FTYPE_MOSTLY_Q4_K_M
-    assert not (root / "kq-q4_k_m.gguf.tmp").exists()
+    assert not list(root.glob(".kq-q4_k_m.*.tmp.gguf"))
 
 
 @needs_llama_cpp

@@ -51,4 +51,9 @@ def test_tiny_model_generates(family: str) -> None:
     enc = tok.apply_chat_template(CHAT[:2], add_generation_prompt=True, return_tensors="pt", return_dict=True)
     with torch.no_grad():
         out = model.generate(**enc, max_new_tokens=4, do_sample=False)
-    assert out.shape[1] == enc["input_ids"].shape[1] + 4 or tok.eos_token_id in out[0].tolist()
+    prompt = enc["input_ids"][0].tolist()
+    # The prompt comes back unchanged, followed by exactly 4 new tokens: greedy decoding ran every step and
+    # did not stop at an eos. (The prompt's own <|im_end|> tokens are eos, so "eos in out" proves nothing.)
+    assert out.shape == (1, len(prompt) + 4)
+    assert out[0, : len(prompt)].tolist() == prompt
+    assert tok.eos_token_id not in out[0, len(prompt) :].tolist()

@@ -15,7 +15,7 @@ import torch
 from tiny import make_tokenizer
 
 from train import install_plan, planner
-from train.backend import BackendInfo, load_model, reconcile_tokenizer, unsloth_peft_kwargs
+from train.backend import BackendInfo, load_trainable, reconcile_tokenizer, unsloth_peft_kwargs
 from train.config import ConfigError, LoraConfig, ModelConfig, TrainConfig, apply_overrides, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,7 +37,7 @@ def test_comma_list_of_target_modules_becomes_a_list():
 
 def test_hf_backend_targets_exactly_the_listed_modules(tiny_llama_dir):
     cfg = apply_overrides(TrainConfig(), ["--lora.target_modules", "q_proj,v_proj", "--lora.r", "2"])
-    model, _ = load_model(
+    model, _ = load_trainable(
         BackendInfo("hf", False, "test"), str(tiny_llama_dir), ModelConfig(), cfg.lora,
         precision="fp32", gradient_checkpointing=False, seed=0, tokenizer=make_tokenizer("smollm2"),
     )
@@ -174,7 +174,7 @@ def test_qlora_trains_after_an_eval_forward_on_a_model_with_biases(tiny_qwen2_di
     CPUs; training through the repacked layout must not happen (Qwen2's q/k/v biases make it raise)."""
     pytest.importorskip("bitsandbytes")
     lora = LoraConfig(method="qlora", r=4, alpha=8, dropout=0.0)
-    model, _ = load_model(
+    model, _ = load_trainable(
         BackendInfo("hf", False, "test"), str(tiny_qwen2_dir), ModelConfig(), lora,
         precision="fp32", gradient_checkpointing=False, seed=0, tokenizer=make_tokenizer("qwen2_5"),
     )

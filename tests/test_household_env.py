@@ -1,14 +1,18 @@
-"""HouseholdEnv: every command's replies and failure cases against the spec strings (household_sim.md)."""
+"""HouseholdEnv: every command's replies and failure cases against the spec strings.
+
+The strings are the household simulator spec's (docs/sources.md#household-commands).
+"""
 
 from __future__ import annotations
 
 import copy
 import itertools
+import types
 
 import pytest
 
 from data_prep.react import parse_react_text
-from eval.household import EpisodeOver, HouseholdEnv, Scene
+from eval.household import EpisodeOver, HouseholdEnv, Scene, bench
 from eval.household.bench import sim_steps_per_s
 from eval.household.env import room_list
 from eval.household.vocab import format_list, parse_list
@@ -409,7 +413,27 @@ def test_state_key_tracks_changes():
     assert env.state_key() != k0
 
 
-def test_bench_function_runs():
-    """The bench helper plays expert and random episodes (timing is asserted only in bench/, not here)."""
-    rate = sim_steps_per_s(n_episodes=2, seed=1)
-    assert isinstance(rate, float) and rate > 0
+def test_bench_function_times_only_the_replayed_steps(monkeypatch):
+    """The bench helper's bookkeeping, on fake clocks (real timing is asserted only in bench/, not here)."""
+    calls = {"step": 0, "clock": 0}
+    real_step = HouseholdEnv.step
+
+    def counting_step(self, action):
+        calls["step"] += 1
+        return real_step(self, action)
+
+    def tick_per_read():
+        calls["clock"] += 1
+        return calls["clock"]
+
+    monkeypatch.setattr(HouseholdEnv, "step", counting_step)
+    # A clock that reads "env.step calls so far": the rate is 1.0 exactly iff the timed windows hold exactly
+    # the steps that are counted, so the expert's planning and the random walks' preparation (which call
+    # env.step too) stay outside them.
+    monkeypatch.setattr(bench, "time", types.SimpleNamespace(perf_counter=lambda: calls["step"]))
+    assert sim_steps_per_s(n_episodes=2, seed=1) == 1.0
+    # A clock that moves 1 per read: each replay's window lasts 1, so the rate is replayed steps / 4 replays.
+    # Seeded valid_seen scenes 0-1 of seed 1: the expert solves them in 15 and 18 steps; neither random walk
+    # wins, so each runs to the 50-step limit (docs/sources.md#household-episodes). (15 + 18 + 50 + 50) / 4.
+    monkeypatch.setattr(bench, "time", types.SimpleNamespace(perf_counter=tick_per_read))
+    assert sim_steps_per_s(n_episodes=2, seed=1) == 133 / 4

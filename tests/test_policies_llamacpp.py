@@ -8,11 +8,12 @@ import pytest
 from tiny import make_tokenizer, tiny_model
 
 from data_prep.react import react_messages
-from data_prep.registry import REGISTRY, _packaged_gguf, load_tokenizer
 from data_prep.render import render_prompt
 from eval.household import generate_scenes
 from eval.policies.hf import HFPolicy
 from eval.runner import run_episodes
+from models.loading import load_tokenizer
+from models.registry import REGISTRY, packaged_gguf
 
 pytest.importorskip("llama_cpp")
 
@@ -71,7 +72,7 @@ def test_llamacpp_reuses_prefix_and_matches_transformers(tiny_gguf):
 def test_llamacpp_on_packaged_smollm2():
     from eval.policies.llamacpp import LlamaCppPolicy
 
-    path = _packaged_gguf(REGISTRY["smollm2-135m-instruct"])
+    path = packaged_gguf(REGISTRY["smollm2-135m-instruct"])
     tok = load_tokenizer("smollm2-135m-instruct")
     policy = LlamaCppPolicy(path, tok, n_ctx=2048, max_new_tokens=16)
     try:

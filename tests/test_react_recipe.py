@@ -16,8 +16,7 @@ import pytest
 from tiny import make_tokenizer
 
 from data_prep.react import Trajectory
-from data_prep.render import IGNORE_INDEX as IGNORE
-from data_prep.render import render_example, render_prompt
+from data_prep.render import IGNORE_INDEX, render_example, render_prompt
 from eval.household import HouseholdEnv, Scene
 from eval.policies.base import EpisodeState
 
@@ -42,10 +41,10 @@ def test_training_rows_and_eval_prompts_are_the_same_tokens(template):
     for action, _ in traj.steps:
         prompt = render_prompt(tok, state.messages())
         assert ex.input_ids[: len(prompt)] == prompt
-        assert ex.labels[len(prompt) - 1] == IGNORE
+        assert ex.labels[len(prompt) - 1] == IGNORE_INDEX
         target = tok(action, add_special_tokens=False)["input_ids"]
         assert ex.input_ids[len(prompt) : len(prompt) + len(target)] == target
-        assert all(label != IGNORE for label in ex.labels[len(prompt) : len(prompt) + len(target)])
+        assert all(label != IGNORE_INDEX for label in ex.labels[len(prompt) : len(prompt) + len(target)])
         observation, _, _ = env.step(action)
         state.steps.append((action, observation))
     assert env.won

@@ -16,9 +16,8 @@ from hypothesis import strategies as st
 from tiny import TEMPLATE_NAMES, make_tokenizer
 
 from data_prep.react import react_messages
-from data_prep.render import RenderedExample, RenderError, render_example, render_prompt
+from data_prep.render import IGNORE_INDEX, RenderedExample, RenderError, render_example, render_prompt
 
-IGNORE = -100
 EOT = {"smollm2": "<|im_end|>", "qwen2_5": "<|im_end|>", "llama3": "<|eot_id|>", "mistral": "</s>"}
 
 
@@ -41,7 +40,7 @@ def expected_labels(tok: Any, template: str, messages: list[dict[str, Any]], tex
     """Label vector built by locating every message in ``text`` in order (independent of render.py)."""
     enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
     ids, offsets = enc["input_ids"], enc["offset_mapping"]
-    labels = [IGNORE] * len(ids)
+    labels = [IGNORE_INDEX] * len(ids)
     cursor = 0
     for m in messages:
         if m["role"] == "assistant":
@@ -65,7 +64,7 @@ def labelled_runs(tok: Any, ex: RenderedExample) -> list[str]:
     runs: list[list[int]] = []
     prev = False
     for tid, lab in zip(ex.input_ids, ex.labels, strict=True):
-        on = lab != IGNORE
+        on = lab != IGNORE_INDEX
         if on:
             assert lab == tid, "a trained label must be the token id itself"
             if not prev:
@@ -111,7 +110,7 @@ def test_multi_turn_labels_token_by_token(template: str, with_system: bool) -> N
     ex = check_example(template, msgs)
     assert not ex.truncated
     untrained = tokenizer_for(template).decode(
-        [t for t, lab in zip(ex.input_ids, ex.labels, strict=True) if lab == IGNORE], skip_special_tokens=False
+        [t for t, lab in zip(ex.input_ids, ex.labels, strict=True) if lab == IGNORE_INDEX], skip_special_tokens=False
     )
     for m in msgs:
         if m["role"] != "assistant":
@@ -124,11 +123,11 @@ def test_multi_turn_labels_token_by_token(template: str, with_system: bool) -> N
 def test_any_tokenizer_fixture_single_turn(any_tokenizer: Any) -> None:
     msgs = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]
     ex = render_example(any_tokenizer, msgs)
-    trained = [t for t, lab in zip(ex.input_ids, ex.labels, strict=True) if lab != IGNORE]
+    trained = [t for t, lab in zip(ex.input_ids, ex.labels, strict=True) if lab != IGNORE_INDEX]
     # the last trained token is the end-of-turn token; the header before the answer is not trained
     assert trained[-1] == any_tokenizer.eos_token_id
     assert any_tokenizer.decode(trained[:-1], skip_special_tokens=False).strip() == "Hello!"
-    assert ex.labels[-1] in (IGNORE, any_tokenizer.eos_token_id)
+    assert ex.labels[-1] in (IGNORE_INDEX, any_tokenizer.eos_token_id)
 
 
 @pytest.mark.parametrize("template", ["smollm2", "qwen2_5"])
@@ -137,7 +136,7 @@ def test_chatml_newline_after_eos_not_trained(template: str) -> None:
     ex = render_example(tok, CHAT[:2])
     assert ex.text.endswith("<|im_end|>\n")
     assert tok.convert_ids_to_tokens(ex.input_ids[-2:]) == ["<|im_end|>", "Ċ"]
-    assert ex.labels[-2] == tok.convert_tokens_to_ids("<|im_end|>") and ex.labels[-1] == IGNORE
+    assert ex.labels[-2] == tok.convert_tokens_to_ids("<|im_end|>") and ex.labels[-1] == IGNORE_INDEX
 
 
 @pytest.mark.parametrize("template", TEMPLATE_NAMES)
@@ -192,7 +191,7 @@ def test_qwen_tool_calls_are_trained_tool_turns_are_not() -> None:
         "Let me check again.\n" + tool_call + "<|im_end|>",
         "Your reef tank is at pH 8.2, which is fine.<|im_end|>",
     ]
-    untrained = tok.decode([t for t, lab in zip(ex.input_ids, ex.labels, strict=True) if lab == IGNORE],
+    untrained = tok.decode([t for t, lab in zip(ex.input_ids, ex.labels, strict=True) if lab == IGNORE_INDEX],
                            skip_special_tokens=False)
     assert "<tool_response>\n8.1\n</tool_response>" in untrained and "# Tools" in untrained
 
@@ -220,7 +219,7 @@ def test_render_prompt_is_prefix_of_training_ids(template: str) -> None:
     for k in (2, 4, 6):  # each prompt ends on a user turn; the answer that follows starts with a letter
         prompt = render_prompt(tok, msgs[:k])
         assert ex.input_ids[: len(prompt)] == prompt
-        assert ex.labels[len(prompt) - 1] == IGNORE and ex.labels[len(prompt)] != IGNORE
+        assert ex.labels[len(prompt) - 1] == IGNORE_INDEX and ex.labels[len(prompt)] != IGNORE_INDEX
         text = tok.apply_chat_template(msgs[:k], add_generation_prompt=True, tokenize=False)
         assert tok.decode(prompt, skip_special_tokens=False) == text
 
@@ -348,5 +347,5 @@ def test_property_labels_are_exactly_assistant_turns(template: str, msgs: list[d
         if lost:
             assert content[:1].isspace()
     # and nothing outside: trained tokens decode to exactly the concatenation of the assistant turns
-    trained = [t for t, lab in zip(ex.input_ids, ex.labels, strict=True) if lab != IGNORE]
+    trained = [t for t, lab in zip(ex.input_ids, ex.labels, strict=True) if lab != IGNORE_INDEX]
     assert tok.decode(trained, skip_special_tokens=False) == "".join(runs)

@@ -105,7 +105,7 @@ def test_unknown_sft_field_is_refused_with_a_suggestion():
 
 
 def test_cli_overrides_reach_sftconfig(tmp_path):
-    from train.trainer import build_sft_config
+    from train.sft_args import build_sft_config
 
     cli = parse(
         [

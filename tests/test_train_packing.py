@@ -12,7 +12,7 @@ import torch
 from tiny import make_tokenizer, tiny_model
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-from data_prep.render import render_example
+from data_prep.render import IGNORE_INDEX, render_example
 
 CHATS = [
     [
@@ -51,7 +51,7 @@ def _loss_sum(model, batch):
     logits = out.logits[:, :-1].float()
     labels = batch["labels"][:, 1:]
     lsum = torch.nn.functional.cross_entropy(
-        logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=-100, reduction="sum"
+        logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
     )
     return lsum, int((labels != -100).sum())
 

@@ -6,11 +6,12 @@ import pytest
 import torch
 from tiny import make_tokenizer, tiny_model
 
-from train.backend import BackendInfo, load_model
+from data_prep.render import IGNORE_INDEX
+from train.backend import BackendInfo, load_trainable
 from train.config import LoraConfig, ModelConfig
-from train.data import IGNORE, DataError, check_trainable, tokenize_rows
+from train.data import TrainDataError, check_trainable, tokenize_rows
 from train.metrics import Counters
-from train.trainer import AllMaskedBatchError, RecipeTrainer
+from train.sft_trainer import AllMaskedBatchError, RecipeTrainer
 
 SYSTEM = "You are Mira, an airship pilot."
 ROWS = [
@@ -109,10 +110,10 @@ def test_only_assistant_tokens_carry_labels_in_the_collated_batch(tmp_path, temp
         seen_rows.append(row)
         expected = ds[row]["labels"]
         for t, (tid, lab, exp) in enumerate(zip(seq_ids, seq_labels, expected, strict=True)):
-            assert lab in (IGNORE, tid), f"label at {t} is not the token itself"
-            assert lab == exp or (t == 0 and lab == IGNORE), f"mask changed at token {t}"
-        trained = tok.decode([t for t, lab in zip(seq_ids, seq_labels, strict=True) if lab != IGNORE])
-        untrained = tok.decode([t for t, lab in zip(seq_ids, seq_labels, strict=True) if lab == IGNORE])
+            assert lab in (IGNORE_INDEX, tid), f"label at {t} is not the token itself"
+            assert lab == exp or (t == 0 and lab == IGNORE_INDEX), f"mask changed at token {t}"
+        trained = tok.decode([t for t, lab in zip(seq_ids, seq_labels, strict=True) if lab != IGNORE_INDEX])
+        untrained = tok.decode([t for t, lab in zip(seq_ids, seq_labels, strict=True) if lab == IGNORE_INDEX])
         for reply in REPLIES:
             if reply in tok.decode(seq_ids):
                 assert reply in trained and reply not in untrained
@@ -147,7 +148,7 @@ def test_a_batch_with_every_label_masked_is_refused(tmp_path):
     tok = make_tokenizer("smollm2")
     ds, _ = tokenize_rows(ROWS, tok, max_length=512)
     masked = Dataset.from_dict(
-        {"input_ids": ds["input_ids"], "labels": [[IGNORE] * len(x) for x in ds["input_ids"]]}
+        {"input_ids": ds["input_ids"], "labels": [[IGNORE_INDEX] * len(x) for x in ds["input_ids"]]}
     )
     trainer = _trainer(tmp_path, tok, masked)
     with pytest.raises(AllMaskedBatchError, match="every label of this batch is masked"):
@@ -158,7 +159,7 @@ def test_rows_without_assistant_tokens_left_are_dropped_then_refused():
     tok = make_tokenizer("smollm2")
     ds, stats = tokenize_rows(ROWS, tok, max_length=12)  # truncation leaves only the system prompt
     assert stats.examples == 0 and len(stats.dropped_unsupervised) == 3
-    with pytest.raises(DataError, match="no example has an assistant token"):
+    with pytest.raises(TrainDataError, match="no example has an assistant token"):
         check_trainable(stats, "train.jsonl")
 
 
@@ -185,7 +186,7 @@ def test_loraplus_gives_b_matrices_a_higher_learning_rate():
 def test_hf_backend_builds_each_adapter_kind(tiny_llama_dir, kind):
     tok = make_tokenizer("smollm2")
     lora = LoraConfig(r=4, alpha=8, dropout=0.0, use_dora=kind == "dora", use_rslora=kind == "rslora")
-    model, _ = load_model(
+    model, _ = load_trainable(
         BackendInfo("hf", False, "test"),
         str(tiny_llama_dir),
         ModelConfig(),
@@ -215,7 +216,7 @@ def test_qlora_trains_in_4bit_on_cpu(tiny_llama_dir):
     from bitsandbytes.nn import Linear4bit
 
     tok = make_tokenizer("smollm2")
-    model, _ = load_model(
+    model, _ = load_trainable(
         BackendInfo("hf", False, "test"),
         str(tiny_llama_dir),
         ModelConfig(),

@@ -136,7 +136,7 @@ def test_recipe_trains_on_unsloths_patched_sft_trainer(tmp_path, tiny_llama_dir)
         os.environ["UNSLOTH_COMPILE_LOCATION"] = "{tmp_path}/unsloth_cache"
         import runpy, sys
         import unsloth  # the CPU backend: patches trl.SFTTrainer
-        from train.trainer import RecipeTrainer
+        from train.sft_trainer import RecipeTrainer
         print("patched parent:", getattr(RecipeTrainer.__mro__[1], "_unsloth_cpu", False))
         sys.argv = {argv!r}
         try:

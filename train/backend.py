@@ -101,7 +101,7 @@ def _torch_dtype(name: str) -> Any:
     }[name]
 
 
-def load_model(
+def load_trainable(
     info: BackendInfo,
     source: str,
     model_cfg: ModelConfig,
@@ -113,7 +113,9 @@ def load_model(
     tokenizer: Any,
     work_dir: str | Path | None = None,
 ) -> tuple[Any, Any]:
-    """(PEFT model, tokenizer) for ``source`` (a folder or Hub id) on the chosen backend.
+    """(PEFT model, tokenizer) for ``source`` (a folder or Hub id) on the chosen backend, ready to train.
+
+    :func:`models.loading.load_model` loads for inference; this one wraps the base in a fresh LoRA.
 
     The tokenizer returned is always ``tokenizer``, the one the data was rendered with (see
     :func:`reconcile_tokenizer`). ``work_dir`` (the run folder) takes Unsloth's temporary buffers.

@@ -34,7 +34,7 @@ from train.config import (
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from train.trainer import RunResult
+    from train.recipe import RunResult
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
@@ -103,13 +103,14 @@ def start_backend(cli: CliArgs) -> BackendInfo:
 @contextlib.contextmanager
 def one_line_errors() -> Iterator[None]:
     """Bad input (config, data, a plan that cannot fit) ends with one line and exit code 2; Ctrl-C with 130."""
-    from data_prep.pipeline import DataError as PrepDataError
-    from train.data import DataError
-    from train.trainer import AllMaskedBatchError, PlanError
+    from data_prep.io import DataPrepError
+    from train.data import TrainDataError
+    from train.recipe import PlanError
+    from train.sft_trainer import AllMaskedBatchError
 
     try:
         yield
-    except (ConfigError, DataError, PrepDataError, PlanError, AllMaskedBatchError, FileNotFoundError) as e:
+    except (ConfigError, TrainDataError, DataPrepError, PlanError, AllMaskedBatchError, FileNotFoundError) as e:
         fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
     except KeyboardInterrupt:
         fail("interrupted", EXIT_INTERRUPTED)
@@ -119,7 +120,7 @@ def report(result: RunResult, console: Console | None = None) -> int:
     """Sample replies, held-out loss against the base model, speed and where everything was written."""
     from rich.console import Console
 
-    from train.trainer import print_samples
+    from train.samples import print_samples
 
     console = console or Console()
     if result.interrupted:

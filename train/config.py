@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from data_prep.io import write_text_atomic
+from fileio.atomic import write_text_atomic
 
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
 

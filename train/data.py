@@ -1,4 +1,5 @@
-"""Prepared rows (train.jsonl / test.jsonl) -> tokenized datasets with assistant-only labels.
+"""A run's data: data_prep on the raw inputs into ``run/data``, then its rows (train.jsonl / test.jsonl) as
+tokenized datasets with assistant-only labels.
 
 Rendering and masking belong to ``data_prep.render``; this module only turns its output into a
 ``datasets.Dataset`` of ``input_ids`` + ``labels`` (``-100`` = not trained), drops rows with nothing to train,
@@ -12,10 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-IGNORE = -100
+from rich.console import Console
+
+from data_prep.render import IGNORE_INDEX
+from train.config import ConfigError, TrainConfig
 
 
-class DataError(ValueError):
+class TrainDataError(ValueError):
     """Training data that cannot be used; the message names the file and row."""
 
 
@@ -54,7 +58,7 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
             try:
                 rows.append(json.loads(line))
             except json.JSONDecodeError as e:
-                raise DataError(f"{p}:{i}: not valid JSON ({e.msg})") from None
+                raise TrainDataError(f"{p}:{i}: not valid JSON ({e.msg})") from None
     return rows
 
 
@@ -74,7 +78,7 @@ def tokenize_rows(rows: list[dict[str, Any]], tokenizer: Any, max_length: int) -
         except RenderError:
             stats.dropped_unsupervised.append(conv.source or f"row {n}")
             continue
-        sup = sum(1 for x in ex.labels if x != IGNORE)
+        sup = sum(1 for x in ex.labels if x != IGNORE_INDEX)
         if sup == 0:
             stats.dropped_unsupervised.append(conv.source or f"row {n}")
             continue
@@ -91,7 +95,7 @@ def check_trainable(stats: TokenStats, split: str) -> None:
     """Refuse to train when no row has an assistant token to learn from."""
     if stats.examples == 0:
         first = stats.dropped_unsupervised[0] if stats.dropped_unsupervised else "(no rows)"
-        raise DataError(
+        raise TrainDataError(
             f"{split}: no example has an assistant token left to train on (first: {first}); "
             "check that rows end with an assistant reply, or raise --model.max_seq_length"
         )
@@ -104,3 +108,42 @@ def prompt_and_reference(row: dict[str, Any]) -> tuple[list[dict[str, Any]], str
         if msgs[i].get("role") == "assistant":
             return [dict(m) for m in msgs[:i]], msgs[i].get("content") or ""
     return None
+
+
+def prepare_data(
+    cfg: TrainConfig, run_dir: Path, model_name: str, reuse: bool, console: Console | None = None
+) -> Path:
+    """data_prep on the raw inputs into run/data (kept as is when resuming); its stats go to ``console``."""
+    out = run_dir / "data"
+    if reuse and (out / "train.jsonl").is_file():
+        return out
+    if not cfg.data.inputs and not cfg.data.dataset_info:
+        raise ConfigError("no training data: set data.inputs (--data FILE) or data.dataset_info")
+    from data_prep.pipeline import PrepConfig, prepare
+
+    d = cfg.data
+    root = Path(__file__).resolve().parents[1]
+
+    def locate(p: str) -> str:  # bundled data paths also work from outside the repository
+        return p if Path(p).exists() or not (root / p).exists() else str(root / p)
+
+    kwargs: dict[str, Any] = dict(
+        inputs=[locate(p) for p in d.inputs],
+        out=str(out),
+        format=d.format,
+        tokenizer=model_name,
+        max_length=cfg.model.max_seq_length,
+        overlong=d.overlong,
+        test_size=d.test_size,
+        seed=int(cfg.sft.get("seed", 42)),
+        system_prompt=d.system_prompt,
+    )
+    for key in ("question_field", "answer_field", "dataset_info", "dataset"):
+        if getattr(d, key) is not None:
+            kwargs[key] = locate(getattr(d, key)) if key == "dataset_info" else getattr(d, key)
+    stats = prepare(PrepConfig(**kwargs))
+    if console is not None:
+        from data_prep.stats import print_summary
+
+        print_summary(stats, str(out), console)
+    return out

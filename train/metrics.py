@@ -6,12 +6,13 @@ import json
 import platform
 import resource
 import sys
+import time
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from data_prep.io import write_text_atomic
+from fileio.atomic import write_text_atomic
 
 COUNTERS_FILE = "recipe_counters.json"
 
@@ -88,3 +89,46 @@ def last_logged(log_history: list[dict[str, Any]], key: str) -> float | None:
 
 def write_metrics(path: Path, metrics: dict[str, Any]) -> None:
     write_text_atomic(path, json.dumps(metrics, indent=2, sort_keys=False) + "\n")
+
+
+def run_metrics(
+    session: Any, data: Any, built: Any, *, train_loss: float, train_call_s: float, tokens: int, supervised: int,
+    final_eval: dict[str, Any], base_eval_loss: float | None,
+) -> dict[str, Any]:
+    """metrics.json of a finished run (``session``, ``data``, ``built``: the recipe's RunSession,
+    PreparedData and BuiltTrainer)."""
+    from train.backend import attention_backend
+
+    trainer = built.trainer
+    seconds = built.counters.train_seconds or train_call_s
+    return {
+        "scenario": session.cfg.run.scenario,
+        "backend": session.info.name,
+        "model": session.model_name,
+        "device": device_name(),
+        "processes": trainer.accelerator.num_processes,
+        "versions": versions(),
+        "plan": asdict(session.plan),
+        "batching": built.ran["batching"],
+        "batching_requested": built.batching,
+        "sft_effective": {k: built.ran[k] for k in ("padding_free", "packing", "max_length")},
+        "attention": attention_backend(session.info.name, trainer.model),
+        "wall_time_s": round(time.perf_counter() - session.t_start, 2),  # this session: load, data, train, eval
+        "train_call_s": round(train_call_s, 2),
+        "train_time_s": round(seconds, 2),
+        "steps": trainer.state.global_step,
+        "epochs": round(float(trainer.state.epoch or 0), 3),
+        "trained_tokens": tokens,
+        "supervised_tokens": supervised,
+        "trained_token_share": round(supervised / tokens, 4) if tokens else 0.0,
+        "supervised_tokens_per_s": round(supervised / seconds, 2) if seconds else 0.0,
+        "tokens_per_s": round(tokens / seconds, 2) if seconds else 0.0,
+        "peak_ram_mb": round(peak_ram_mb(), 1),
+        "peak_vram_mb": round(peak_vram_mb(), 1),
+        "final_train_loss": last_logged(trainer.state.log_history, "loss"),
+        "mean_train_loss": round(train_loss, 4),
+        "final_eval_loss": final_eval.get("eval_loss"),
+        "base_eval_loss": base_eval_loss,
+        "data": {"train": data.train_stats.to_dict(), "eval": data.eval_stats.to_dict() if data.eval_stats else None},
+        "resumed_from": session.last_ckpt,
+    }

@@ -1,11 +1,10 @@
 """Hardware planner: (device, VRAM, bf16, model size, seq len, method) -> precision, batch, checkpointing.
 
-A pure function over the seeds' VRAM figures (the one place they live). The table gives the GPU memory a
-LoRA /
-QLoRA fine-tune needs at batch 1 and the reference sequence length of 2048 tokens with gradient checkpointing
-(seeds 000, 001 and 004: 0.5B LoRA 4-6 GB, 1.5B 6 GB, 3B 8-12 GB, 7B LoRA 16-20 GB, 7B QLoRA 10-14 GB,
-14B QLoRA 18-24 GB, 0.5B QLoRA 1-2 GB). Extra samples per batch and longer sequences add activation memory,
-estimated as :func:`activation_gb`.
+A pure function over the source documents' VRAM figures (docs/sources.md#vram-table; in the code they
+live only here). The table gives the GPU memory a LoRA / QLoRA fine-tune needs at batch 1 and the reference
+sequence length of 2048 tokens with gradient checkpointing (0.5B LoRA 4-6 GB, 1.5B 6 GB, 3B 8-12 GB,
+7B LoRA 16-20 GB, 7B QLoRA 10-14 GB, 14B QLoRA 18-24 GB, 0.5B QLoRA 1-2 GB; the rest is our estimate).
+Extra samples per batch and longer sequences add activation memory, estimated as :func:`activation_gb`.
 """
 
 from __future__ import annotations
@@ -13,21 +12,22 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 # (params in B, method) -> (low, high) GB at batch 1, seq 2048, gradient checkpointing on.
+# Where each row comes from: docs/sources.md#vram-table.
 VRAM_TABLE_GB: dict[tuple[float, str], tuple[float, float]] = {
     (0.5, "lora"): (4.0, 6.0),
     (1.5, "lora"): (6.0, 7.0),
     (3.0, "lora"): (8.0, 12.0),
     (7.0, "lora"): (16.0, 20.0),
-    (14.0, "lora"): (32.0, 36.0),  # not in the seeds' table: bf16 weights (28 GB) + the 7B row's overhead
+    (14.0, "lora"): (32.0, 36.0),  # ours, in no source: bf16 weights (28 GB) + the 7B row's overhead
     (0.5, "qlora"): (1.0, 2.0),
-    (1.5, "qlora"): (2.5, 4.0),  # interpolated between the seeds' 0.5B and 7B QLoRA rows
-    (3.0, "qlora"): (5.0, 8.0),  # seed 000: 3B QLoRA on an RTX 3060 12GB at cutoff 1024, batch 1
+    (1.5, "qlora"): (2.5, 4.0),  # ours: interpolated between the 0.5B and 7B QLoRA rows
+    (3.0, "qlora"): (5.0, 8.0),  # ours; source 000 fits 3B QLoRA (cutoff 1024, batch 1) in 12 GB
     (7.0, "qlora"): (10.0, 14.0),
     (14.0, "qlora"): (18.0, 24.0),
 }
 REFERENCE_SEQ = 2048
-EFFECTIVE_BATCH = 16  # the seeds' presets: 1x16 (3060), 2x8 (4090), 4x4 (A100)
-MAX_BATCH = 4  # the seeds never go above 4 per device
+EFFECTIVE_BATCH = 16  # source 000's presets: 1x16 (3060), 2x8 (4090), 4x4 (A100); see MAX_BATCH
+MAX_BATCH = 4  # source 000's presets never go above 4 per device (docs/sources.md#batch-presets)
 
 
 @dataclass(frozen=True)
@@ -152,7 +152,7 @@ def activation_gb(params_b: float, seq_len: int, checkpointing: bool = True) -> 
 
 
 def need_gb(params_b: float, method: str, seq_len: int, batch: int, checkpointing: bool = True) -> float:
-    """Typical peak GB (the middle of the seeds' range) for this model/method at ``seq_len`` and ``batch``."""
+    """Typical peak GB (mid-range of the table's row) for this model/method at ``seq_len`` and ``batch``."""
     low, high = table_gb(params_b, method)
     base = (low + high) / 2 - activation_gb(params_b, REFERENCE_SEQ)
     return base + batch * activation_gb(params_b, seq_len, checkpointing)

@@ -26,7 +26,7 @@ PRESET = "react_7b"  # configs/react_7b.yaml; --preset NAME picks another
 def main(argv: list[str] | None = None) -> int:
     cli = parse(argv, scenario=SCENARIO, default_preset=PRESET, doc=__doc__)  # preset < CLI overrides
     info = start_backend(cli)  # Unsloth on an NVIDIA GPU (imported first), else transformers + PEFT
-    from train import trainer as recipe  # imports transformers and TRL, after the backend
+    from train import recipe  # imports transformers and TRL, after the backend
 
     with one_line_errors():
         session = recipe.plan_run(cli.cfg, info, explicit_model=cli.explicit_model)  # model + hardware plan

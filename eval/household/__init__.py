@@ -1,4 +1,4 @@
-"""ALFWorld-compatible offline household simulator (see ``shared/specs/household_sim.md``).
+"""ALFWorld-compatible offline household simulator (its spec: ``docs/sources.md#household-sim``).
 
 Public API::
 

@@ -1,4 +1,4 @@
-"""HouseholdEnv: the ALFWorld-compatible text engine (``household_sim.md``, "Commands").
+"""HouseholdEnv: the ALFWorld-compatible text engine (``docs/sources.md#household-commands``).
 
 ::
 

@@ -1,4 +1,4 @@
-"""Scene: one household task as a plain JSON document (see ``household_sim.md``, "Scene files").
+"""Scene: one household task as a plain JSON document (see ``docs/sources.md#household-scenes``).
 
 ::
 
@@ -20,12 +20,11 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from data_prep.react import TASK_TYPES, Goal, parse_goal
+from fileio.atomic import write_json_atomic
 
 from .vocab import OPENABLE_TYPES, type_of
 
@@ -145,18 +144,7 @@ class Scene:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the scene JSON atomically (temp file in the same folder, then rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(self.to_dict(), f, ensure_ascii=False, indent=1)
-                f.write("\n")
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_json_atomic(path, self.to_dict(), indent=1)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Scene:

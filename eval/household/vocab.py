@@ -2,7 +2,7 @@
 
 Everything here is constant data (tuples and read-only mappings), shared by the simulator
 (affordances), the scene generator (rooms, placements, targets) and the expert planner (its
-"likely places" prior). See ``shared/specs/household_sim.md``, "World content".
+"likely places" prior). See ``docs/sources.md#household-world``.
 """
 
 from __future__ import annotations
@@ -167,7 +167,7 @@ ROOM_TASKS: Mapping[str, tuple[str, ...]] = _ro({
     "bathroom": ("pick_and_place_simple", "pick_clean_then_place_in_recep", "pick_two_obj_and_place"),
 })  # fmt: skip
 
-# Goal phrasings per task type (spec table); {lamp} is only used by look_at_obj_in_light.
+# Goal phrasings per task type (docs/sources.md#household-tasks); {lamp} only in look_at_obj_in_light.
 GOAL_TEMPLATES: Mapping[str, tuple[str, ...]] = _ro({
     "pick_and_place_simple": ("put a {obj} in {recep}", "put some {obj} on {recep}"),
     "pick_clean_then_place_in_recep": ("put a clean {obj} in {recep}", "clean some {obj} and put it in {recep}"),

@@ -35,10 +35,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from eval.policies.base import EpisodeState, PolicyError, Reply
+from models.generate import stop_token_ids
 
 GQA_ATTENTION = "sdpa_gqa"
 
-END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<|endoftext|>", "</s>", "<end_of_turn>", "<|eom_id|>")
 MEMORY_KEY = "hf"
 
 
@@ -62,24 +62,6 @@ def _default_render(tokenizer: Any, messages: list[dict[str, str]]) -> list[int]
     from data_prep.render import render_prompt
 
     return list(render_prompt(tokenizer, messages))
-
-
-def stop_token_ids(tokenizer: Any, model: Any = None) -> set[int]:
-    """End-of-turn and eos ids: the tokenizer's eos, the generation config's eos, known end-of-turn tokens."""
-    ids: set[int] = set()
-    if tokenizer.eos_token_id is not None:
-        ids.add(int(tokenizer.eos_token_id))
-    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    if isinstance(gen_eos, int):
-        ids.add(gen_eos)
-    elif isinstance(gen_eos, (list, tuple)):
-        ids.update(int(x) for x in gen_eos)
-    vocab = tokenizer.get_vocab()
-    specials = set(getattr(tokenizer, "all_special_tokens", []))
-    for tok in END_OF_TURN_TOKENS:
-        if tok in vocab and tok in specials:
-            ids.add(int(vocab[tok]))
-    return ids
 
 
 def _sdpa_gqa_forward(
@@ -155,7 +137,7 @@ class HFPolicy:
         ``dtype`` "float32" (default: reproducible greedy decoding) or "bfloat16" (much faster batched decoding
         on CPUs with AMX/AVX512-BF16, and on GPUs).
         """
-        from data_prep.registry import load_model
+        from models.loading import load_model
 
         try:
             lm, tokenizer = load_model(model, adapter, dtype=dtype, merge=True)

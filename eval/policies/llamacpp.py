@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from eval.policies.base import EpisodeState, PolicyError, Reply
-from eval.policies.hf import common_prefix_len, stop_token_ids
+from eval.policies.hf import common_prefix_len
+from models.generate import stop_token_ids
 
 MEMORY_KEY = "llamacpp"
 
@@ -34,11 +35,11 @@ def resolve_gguf(model: str) -> Path:
     p = Path(model).expanduser()
     if p.is_file():
         return p
-    from data_prep.registry import _packaged_gguf, lookup
+    from models.registry import lookup, packaged_gguf
 
     spec = lookup(model)
     if spec is not None and spec.gguf_package:
-        return _packaged_gguf(spec)
+        return packaged_gguf(spec)
     raise PolicyError(f"--model '{model}' is not a .gguf file (or a registry name with a packaged GGUF)")
 
 

@@ -7,7 +7,7 @@ Three kinds of source:
   by transformers and cached as a normal HF folder under :func:`cache_dir`; later loads take a second;
 - a **Hub id** (``Qwen/Qwen2.5-0.5B-Instruct``) is passed to ``from_pretrained`` for machines with network.
 
-Tokenizers are a data concern, so :func:`load_tokenizer` lives here and needs no model weights.
+Loading a tokenizer or a model from these sources is :mod:`models.loading`.
 """
 
 from __future__ import annotations
@@ -62,9 +62,6 @@ REGISTRY: dict[str, ModelSpec] = {
     )
 }
 
-OFFLINE_DEFAULT = "smollm2-135m-instruct"
-
-
 def cache_dir() -> Path:
     """Where dequantized packaged models live (``$UNSLOTH_RECIPES_CACHE`` or the user cache dir)."""
     env = os.environ.get(CACHE_ENV)
@@ -86,7 +83,8 @@ def lookup(name: str) -> ModelSpec | None:
     return None
 
 
-def _packaged_gguf(spec: ModelSpec) -> Path:
+def packaged_gguf(spec: ModelSpec) -> Path:
+    """The GGUF file a packaged model ships (its package must be installed)."""
     found = importlib.util.find_spec(spec.gguf_package or "")
     if found is None or not found.submodule_search_locations:
         raise FileNotFoundError(
@@ -99,7 +97,8 @@ def _packaged_gguf(spec: ModelSpec) -> Path:
     return path
 
 
-def _fix_tokenizer(tok: Any, spec: ModelSpec | None) -> Any:
+def fix_tokenizer(tok: Any, spec: ModelSpec | None) -> Any:
+    """Apply the registry's eos/pad fix-ups; a tokenizer without pad pads with eos."""
     if spec is not None:
         if spec.eos_token:
             tok.eos_token = spec.eos_token
@@ -117,7 +116,7 @@ def _materialize(spec: ModelSpec, with_weights: bool) -> Path:
     have_weights = (target / "model.safetensors").is_file()
     if have_tok and (have_weights or not with_weights):
         return target
-    gguf = _packaged_gguf(spec)
+    gguf = packaged_gguf(spec)
     target.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=target))
     try:
@@ -126,7 +125,7 @@ def _materialize(spec: ModelSpec, with_weights: bool) -> Path:
         if have_tok:
             tok = AutoTokenizer.from_pretrained(str(target))
         else:
-            tok = _fix_tokenizer(AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name), spec)
+            tok = fix_tokenizer(AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name), spec)
             tok.save_pretrained(staging)
         if with_weights and not have_weights:
             from transformers import AutoModelForCausalLM, GgufConfig
@@ -166,39 +165,3 @@ def resolve_source(name: str, *, with_weights: bool = True) -> str:
         return name  # a Hub id we do not know; from_pretrained decides
     known = ", ".join(sorted(REGISTRY))
     raise ValueError(f"unknown model '{name}': pass a local folder, a Hub id (org/name), or one of: {known}")
-
-
-def load_tokenizer(name: str) -> Any:
-    """The tokenizer (with its chat template) for a registry name, Hub id or local folder."""
-    from transformers import AutoTokenizer
-
-    source = resolve_source(name, with_weights=False)
-    return _fix_tokenizer(AutoTokenizer.from_pretrained(source), lookup(name))
-
-
-def load_model(name: str, adapter: str | Path | None = None, *, dtype: str = "float32", merge: bool = False) -> Any:
-    """``(model, tokenizer)`` for a registry name, Hub id or folder, with an optional PEFT adapter on top.
-
-    The adapter folder's own tokenizer (saved by training with its chat template) wins over the base's.
-    ``merge=True`` folds the adapter into the weights (faster generation); otherwise the model is a
-    ``PeftModel``, so the base is one ``disable_adapter()`` away. Imports torch: call it from eval or deploy.
-    """
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    if dtype not in ("float32", "bfloat16", "float16"):
-        raise ValueError(f"dtype must be float32, bfloat16 or float16, got {dtype!r}")
-    model = AutoModelForCausalLM.from_pretrained(resolve_source(name), dtype=getattr(torch, dtype))
-    tokenizer = load_tokenizer(name)
-    if adapter:
-        adapter_dir = Path(adapter)
-        if not (adapter_dir / "adapter_config.json").is_file():
-            raise FileNotFoundError(f"{adapter_dir}: no adapter_config.json; pass the adapter folder written by training")
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, str(adapter_dir))
-        if merge:
-            model = model.merge_and_unload()
-        if (adapter_dir / "tokenizer_config.json").is_file():
-            tokenizer = _fix_tokenizer(AutoTokenizer.from_pretrained(str(adapter_dir)), None)
-    return model.eval(), tokenizer

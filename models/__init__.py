@@ -1,0 +1,1 @@
+"""Model names, sources and loading, shared by every stage (data_prep, train, eval, deploy, bench)."""
