@@ -5,7 +5,7 @@
 #   ./quick_start.sh setup      create .venv and install (idempotent; fast when nothing changed)
 #   ./quick_start.sh demo       the main job, offline on the CPU default (SmolLM2-135M roleplay)
 #   ./quick_start.sh test [pytest args]   run the test suite (e.g. -m "not slow")
-#   ./quick_start.sh check      device, precision, backend, attention kernel and versions (train/env_check.py)
+#   ./quick_start.sh doctor     what this machine trains with and what is missing (alias: check)
 #   ./quick_start.sh react|roleplay|qa [script args]   train a scenario (train/*.py)
 #   ./quick_start.sh eval [args]          python -m eval.react_eval ...
 #   ./quick_start.sh export [args]        python -m deploy.export ...
@@ -138,7 +138,7 @@ case "$cmd" in
     setup) setup ;;
     demo) demo "$@" ;;
     test) run_tests "$@" ;;
-    check) setup; run_py -m train.env_check ;;
+    doctor|check) setup; run_py -m train.env_check ;;
     react) setup; run_py train/react_7b.py "$@" ;;
     roleplay) setup; run_py train/roleplay_0_5b.py "$@" ;;
     qa) setup; run_py train/domain_qa.py "$@" ;;

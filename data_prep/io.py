@@ -18,7 +18,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from data_prep.conversation import Reject
 from data_prep.react import ROOM_PREFIX, WELCOME
@@ -138,103 +138,24 @@ class Reader:
 
     # -- JSON array (or concatenated / pretty-printed objects) -------------------------------------------
     def _json(self) -> Iterator[Record | Reject]:
-        decoder = json.JSONDecoder()
-        udec = codecs.getincrementaldecoder("utf-8")("strict")
-        f = self.path.open("rb")
-        buf = ""
-        pos = 0
-        line_base = 1  # line number of buf[0]
-        eof = False
-        want = _CHUNK
-
-        def where(i: int) -> str:
-            line = line_base + buf.count("\n", 0, i)
-            col = i - (buf.rfind("\n", 0, i) + 1) + 1
-            return f"{self.name}:{line}:{col}"
-
-        def more() -> bool:
-            nonlocal buf, eof, line_base, pos
-            if eof:
-                return False
-            raw = f.read(want)
-            self.bytes_read += len(raw)
-            if not self.bytes_read - len(raw) and raw.startswith(UTF8_BOM):
-                raw = raw[len(UTF8_BOM) :]
-            try:
-                chunk = udec.decode(raw, final=not raw)
-            except UnicodeDecodeError as e:
-                line = line_base + buf.count("\n") + raw[: max(e.start, 0)].count(b"\n")
-                raise DataPrepError(f"{self.name}:{line}: invalid UTF-8 bytes in a JSON file; "
-                                "fix the encoding (only JSONL files can skip single bad lines)") from None
-            if not raw:
-                eof = True
-            if pos > _CHUNK:  # drop what was consumed
-                line_base += buf.count("\n", 0, pos)
-                buf = buf[pos:]
-                pos = 0
-            buf += chunk
-            return True
-
-        def skip_ws() -> bool:
-            """Advance past whitespace; False at end of file."""
-            nonlocal pos
-            while True:
-                while pos < len(buf) and buf[pos] in _WS:
-                    pos += 1
-                if pos < len(buf):
-                    return True
-                if not more():
-                    return False
-
+        s = _JsonStream(self, self.path.open("rb"))
+        index = 0
         try:
-            if not skip_ws():
+            if not s.skip_ws():
                 raise DataPrepError(f"{self.name}:1: file is empty")
-            is_array = buf[pos] == "["
+            is_array = s.buf[s.pos] == "["
             if is_array:
-                pos += 1
-            index = 0
-            while True:
-                if not skip_ws():
-                    if is_array:
-                        raise DataPrepError(f"{where(pos)}: truncated JSON array (file ends after element {index - 1}, "
-                                        "no closing ']')")
-                    break
-                if is_array and buf[pos] == "]":
-                    pos += 1
-                    if skip_ws():
-                        raise DataPrepError(f"{where(pos)}: extra data after the closing ']' of the JSON array")
-                    break
-                while True:
-                    try:
-                        value, end = decoder.raw_decode(buf, pos)
-                        # a number at the buffer end may continue in the next chunk
-                        if end == len(buf) and not eof and not isinstance(value, (dict, list, str)):
-                            raise json.JSONDecodeError("incomplete", buf, end)
-                        break
-                    except json.JSONDecodeError as e:
-                        if eof:
-                            raise DataPrepError(f"{where(e.pos)}: invalid or truncated JSON in element {index} "
-                                            f"({e.msg})") from None
-                        want = min(want * 2, 1 << 26)
-                        more()  # the element may continue in the next chunk; retry from pos
-                want = _CHUNK
-                src = f"{self.name}:{index}" if is_array else f"{self.name}:{line_base + buf.count(chr(10), 0, pos)}"
+                s.pos += 1
+            while s.at_element(is_array, index):
+                value, end = s.decode_element(index)
+                src = f"{self.name}:{index}" if is_array else f"{self.name}:{s.line_of(s.pos)}"
                 yield Record(src, value)
                 index += 1
-                pos = end
-                if not skip_ws():
-                    if is_array:
-                        raise DataPrepError(f"{where(pos)}: truncated JSON array (no closing ']' after element {index - 1})")
+                s.pos = end
+                if not s.after_element(is_array, index):
                     break
-                if is_array:
-                    if buf[pos] == ",":
-                        pos += 1
-                        if skip_ws() and buf[pos] == "]":
-                            raise DataPrepError(f"{where(pos)}: trailing comma before ']' is not valid JSON")
-                    elif buf[pos] != "]":
-                        raise DataPrepError(f"{where(pos)}: expected ',' or ']' after element {index - 1}")
         finally:
-            f.close()
+            s.f.close()
         if index == 0:
             raise DataPrepError(f"{self.name}:1: the JSON file holds no records")
 
@@ -288,6 +209,114 @@ class Reader:
 
 
 # -- writers ------------------------------------------------------------------------------------------------
+class _JsonStream:
+    """A growing window of decoded text on a JSON file, read in chunks so memory stays flat.
+
+    ``buf[pos:]`` is not parsed yet; ``line_base`` is the line number of ``buf[0]``. Errors raise
+    :class:`DataPrepError` with the reader's file name.
+    """
+
+    def __init__(self, reader: Reader, f: BinaryIO) -> None:
+        self.reader = reader
+        self.name = reader.name
+        self.f = f
+        self.udec = codecs.getincrementaldecoder("utf-8")("strict")
+        self.decoder = json.JSONDecoder()
+        self.buf = ""
+        self.pos = 0
+        self.line_base = 1  # line number of buf[0]
+        self.eof = False
+        self.want = _CHUNK
+
+    def line_of(self, i: int) -> int:
+        return self.line_base + self.buf.count("\n", 0, i)
+
+    def where(self, i: int) -> str:
+        col = i - (self.buf.rfind("\n", 0, i) + 1) + 1
+        return f"{self.name}:{self.line_of(i)}:{col}"
+
+    def more(self) -> bool:
+        """Read and decode the next chunk into ``buf``; False once at end of file."""
+        if self.eof:
+            return False
+        raw = self.f.read(self.want)
+        self.reader.bytes_read += len(raw)
+        if not self.reader.bytes_read - len(raw) and raw.startswith(UTF8_BOM):
+            raw = raw[len(UTF8_BOM) :]
+        try:
+            chunk = self.udec.decode(raw, final=not raw)
+        except UnicodeDecodeError as e:
+            line = self.line_base + self.buf.count("\n") + raw[: max(e.start, 0)].count(b"\n")
+            raise DataPrepError(f"{self.name}:{line}: invalid UTF-8 bytes in a JSON file; "
+                                "fix the encoding (only JSONL files can skip single bad lines)") from None
+        if not raw:
+            self.eof = True
+        if self.pos > _CHUNK:  # drop what was consumed
+            self.line_base += self.buf.count("\n", 0, self.pos)
+            self.buf = self.buf[self.pos :]
+            self.pos = 0
+        self.buf += chunk
+        return True
+
+    def skip_ws(self) -> bool:
+        """Advance past whitespace; False at end of file."""
+        while True:
+            while self.pos < len(self.buf) and self.buf[self.pos] in _WS:
+                self.pos += 1
+            if self.pos < len(self.buf):
+                return True
+            if not self.more():
+                return False
+
+    def at_element(self, is_array: bool, index: int) -> bool:
+        """Skip to the next element; False at the end of the data (after the closing ``]`` of an array)."""
+        if not self.skip_ws():
+            if is_array:
+                raise DataPrepError(f"{self.where(self.pos)}: truncated JSON array (file ends after element "
+                                    f"{index - 1}, no closing ']')")
+            return False
+        if is_array and self.buf[self.pos] == "]":
+            self.pos += 1
+            if self.skip_ws():
+                raise DataPrepError(f"{self.where(self.pos)}: extra data after the closing ']' of the JSON array")
+            return False
+        return True
+
+    def decode_element(self, index: int) -> tuple[Any, int]:
+        """Parse the element at ``pos``, reading more chunks while it is incomplete; (value, end)."""
+        while True:
+            try:
+                value, end = self.decoder.raw_decode(self.buf, self.pos)
+                # a number at the buffer end may continue in the next chunk
+                if end == len(self.buf) and not self.eof and not isinstance(value, (dict, list, str)):
+                    raise json.JSONDecodeError("incomplete", self.buf, end)
+                break
+            except json.JSONDecodeError as e:
+                if self.eof:
+                    raise DataPrepError(f"{self.where(e.pos)}: invalid or truncated JSON in element {index} "
+                                        f"({e.msg})") from None
+                self.want = min(self.want * 2, 1 << 26)
+                self.more()  # the element may continue in the next chunk; retry from pos
+        self.want = _CHUNK
+        return value, end
+
+    def after_element(self, is_array: bool, index: int) -> bool:
+        """Check what follows element ``index - 1``; False at end of file (of a non-array)."""
+        if not self.skip_ws():
+            if is_array:
+                raise DataPrepError(f"{self.where(self.pos)}: truncated JSON array (no closing ']' after "
+                                    f"element {index - 1})")
+            return False
+        if is_array:
+            if self.buf[self.pos] == ",":
+                self.pos += 1
+                if self.skip_ws() and self.buf[self.pos] == "]":
+                    raise DataPrepError(f"{self.where(self.pos)}: trailing comma before ']' is not valid JSON")
+            elif self.buf[self.pos] != "]":
+                raise DataPrepError(f"{self.where(self.pos)}: expected ',' or ']' after element {index - 1}")
+        return True
+
+
 class JsonlWriter(AtomicFile):
     """One JSON object per line, UTF-8, written atomically."""
 

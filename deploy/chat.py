@@ -93,6 +93,9 @@ def trained_system(model: Path) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from models.quiet import quiet_dependency_noise
+
+    quiet_dependency_noise()
     p = argparse.ArgumentParser(prog="python -m deploy.chat", description=__doc__.split("\n\n")[0])
     p.add_argument("model", type=Path, help="adapter folder, merged model folder, or .gguf file")
     p.add_argument(

@@ -23,6 +23,7 @@ import json
 import re
 import shutil
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,6 +152,14 @@ class ExportPlan:
     lora_gguf: bool = False
     ollama: bool = True
     progress: bool = True
+
+
+@dataclass
+class ExportResult:
+    """What ``run_export`` did: the process exit code and, when a Modelfile was written, the files
+    (``gguf``: type -> path, ``modelfile``, ``failed``: types that failed the gate); ``main`` prints them."""
+
+    code: int
     results: dict[str, Any] = field(default_factory=dict)
 
 
@@ -164,57 +173,103 @@ def check_disk(out_dir: Path, need: int) -> None:
         )
 
 
-def run_export(plan: ExportPlan, log: Any = print) -> int:
-    """Do the export; returns the process exit code (0 ok, 1 parity failure)."""
+def run_export(plan: ExportPlan, log: Any = print) -> ExportResult:
+    """Do the export; returns the process exit code (0 ok, 1 parity failure) and the files written."""
     from transformers import AutoTokenizer
 
-    from deploy import verify
-    from deploy.gguf import estimate_size, write_gguf
     from deploy.lora import LoraAdapter
-    from deploy.merge import MergeSource, merge_to_folder
-    from deploy.modelfile import build_modelfile, ollama_create, write_modelfile
-    from deploy.quantize import quantize_k
-    from deploy.safetensors_io import TensorSource
+    from deploy.merge import MergeSource
     from deploy.tokenizer_gguf import build_vocab
 
     adapter = LoraAdapter.load(plan.adapter_dir) if plan.adapter_dir else None
     source = MergeSource(plan.base_dir, adapter)
-    tok_dir = (
-        plan.adapter_dir
-        if plan.adapter_dir and (plan.adapter_dir / "tokenizer_config.json").is_file()
-        else plan.base_dir
-    )
+    tok_dir = _tokenizer_dir(plan)
     tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
     config = source.merged_config()
     names = source.names()
+    check_disk(plan.out_dir, _needed_bytes(plan, source, config, names))
+
+    weights = _gguf_weights(plan, source, config, names, tok_dir, log)
+    vocab = build_vocab(tokenizer, config.get("vocab_size"))
+    written = _write_ggufs(plan, weights, vocab, log)
+    lora_pair = _write_lora_pair(plan, adapter, tokenizer, log) if plan.lora_gguf else None
+    failed, lora_pair = _parity_gate(plan, written, tokenizer, lora_pair, log)
+
+    ok = [q for q in written if q not in failed]
+    chosen = next((q for q in _PREFERENCE if q in ok), None)
+    if chosen is None:
+        log("no GGUF passed the parity gate; no Modelfile written")
+        return ExportResult(1)
+    modelfile = _write_modelfiles(plan, tokenizer, vocab, written[chosen], lora_pair, log)
+    if plan.ollama:
+        from deploy.modelfile import ollama_create
+
+        log(ollama_create(safe_name(plan.name), modelfile))
+    results = {
+        "gguf": {q: str(p) for q, p in written.items()},
+        "modelfile": str(modelfile),
+        "failed": failed,
+    }
+    return ExportResult(1 if failed else 0, results)
+
+
+@dataclass
+class _Weights:
+    """The tensors the GGUFs are written from: the merged folder, or base + adapter streamed."""
+
+    config: dict[str, Any]
+    names: list[str]
+    shape_of: Callable[[str], tuple[int, ...]]
+    read_rows: Callable[[str, int, int], Any]
+
+
+def _tokenizer_dir(plan: ExportPlan) -> Path:
+    """The adapter's tokenizer when it saved one (training may add tokens or a template), else the base's."""
+    if plan.adapter_dir and (plan.adapter_dir / "tokenizer_config.json").is_file():
+        return plan.adapter_dir
+    return plan.base_dir
+
+
+def _needed_bytes(plan: ExportPlan, source: Any, config: dict[str, Any], names: list[str]) -> int:
+    """Disk the export will take: the merged folder, every GGUF, and the f16 a K-quant is made from."""
+    from deploy.gguf import estimate_size
 
     need = source.base.total_bytes() if plan.merged else 0
     for q in plan.quants:
         need += estimate_size(names, source.shape, config, q)
     if any(q in K_QUANTS for q in plan.quants) and "f16" not in plan.quants:
         need += estimate_size(names, source.shape, config, "f16")
-    check_disk(plan.out_dir, int(need))
+    return int(need)
 
-    if plan.merged:
-        merged_dir = merge_to_folder(
-            source, plan.out_dir / "merged", tokenizer_dirs=(tok_dir,), progress=plan.progress
-        )
-        log(f"merged model: {merged_dir}")
-        reader = TensorSource(merged_dir)
-        read_rows = reader.get_rows
-        names = reader.names()
-        shape_of = lambda n: reader.meta(n).shape  # noqa: E731
-    else:
-        read_rows = source.get_rows
-        shape_of = source.shape
 
-    vocab = build_vocab(tokenizer, config.get("vocab_size"))
+def _gguf_weights(
+    plan: ExportPlan, source: Any, config: dict[str, Any], names: list[str], tok_dir: Path, log: Any
+) -> _Weights:
+    """Write ``merged/`` and read the GGUF tensors back from it, or (``--no-merged``) stream the source."""
+    if not plan.merged:
+        return _Weights(config, names, source.shape, source.get_rows)
+    from deploy.merge import merge_to_folder
+    from deploy.safetensors_io import TensorSource
+
+    merged_dir = merge_to_folder(
+        source, plan.out_dir / "merged", tokenizer_dirs=(tok_dir,), progress=plan.progress
+    )
+    log(f"merged model: {merged_dir}")
+    reader = TensorSource(merged_dir)
+    return _Weights(config, reader.names(), lambda n: reader.meta(n).shape, reader.get_rows)
+
+
+def _write_ggufs(plan: ExportPlan, weights: _Weights, vocab: Any, log: Any) -> dict[str, Path]:
+    """One GGUF per requested type; K-quants are made from the f16 (a temp one unless f16 came first)."""
+    from deploy.gguf import write_gguf
+    from deploy.quantize import quantize_k
+
     written: dict[str, Path] = {}
     f16_tmp: Path | None = None
 
     def write(path: Path, outtype: str) -> None:
-        write_gguf(path, config=config, vocab=vocab, names=names, shape_of=shape_of, read_rows=read_rows,
-                   outtype=outtype, model_name=plan.name, progress=plan.progress)
+        write_gguf(path, config=weights.config, vocab=vocab, names=weights.names, shape_of=weights.shape_of,
+                   read_rows=weights.read_rows, outtype=outtype, model_name=plan.name, progress=plan.progress)
 
     try:
         for q in plan.quants:
@@ -233,61 +288,53 @@ def run_export(plan: ExportPlan, log: Any = print) -> int:
     finally:
         if f16_tmp is not None:
             f16_tmp.unlink(missing_ok=True)
+    return written
 
-    lora_pair: tuple[Path, Path] | None = None
-    if plan.lora_gguf:
-        if adapter is None:
-            raise ValueError("--lora-gguf needs an adapter (--run or --adapter)")
-        from deploy.gguf import write_lora_gguf
 
-        base_src = MergeSource(plan.base_dir)
-        base_gguf = plan.out_dir / f"{plan.name}-base-f16.gguf"
-        write_gguf(
-            base_gguf,
-            config=base_src.config,
-            vocab=build_vocab(tokenizer, base_src.config.get("vocab_size")),
-            names=base_src.names(),
-            shape_of=base_src.shape,
-            read_rows=base_src.get_rows,
-            outtype="f16",
-            model_name=f"{plan.name}-base",
-            progress=plan.progress,
-        )
-        lora_gguf = write_lora_gguf(
-            plan.out_dir / f"{plan.name}-lora.gguf",
-            adapter=adapter,
-            config=base_src.config,
-            model_name=f"{plan.name}-lora",
-        )
-        lora_pair = (base_gguf, lora_gguf)
-        log(f"lora gguf: {lora_gguf} on {base_gguf}")
+def _write_lora_pair(plan: ExportPlan, adapter: Any, tokenizer: Any, log: Any) -> tuple[Path, Path]:
+    """``--lora-gguf``: the base as an f16 GGUF plus the adapter alone as a LoRA GGUF."""
+    if adapter is None:
+        raise ValueError("--lora-gguf needs an adapter (--run or --adapter)")
+    from deploy.gguf import write_gguf, write_lora_gguf
+    from deploy.merge import MergeSource
+    from deploy.tokenizer_gguf import build_vocab
+
+    base_src = MergeSource(plan.base_dir)
+    base_gguf = plan.out_dir / f"{plan.name}-base-f16.gguf"
+    write_gguf(
+        base_gguf,
+        config=base_src.config,
+        vocab=build_vocab(tokenizer, base_src.config.get("vocab_size")),
+        names=base_src.names(),
+        shape_of=base_src.shape,
+        read_rows=base_src.get_rows,
+        outtype="f16",
+        model_name=f"{plan.name}-base",
+        progress=plan.progress,
+    )
+    lora_gguf = write_lora_gguf(
+        plan.out_dir / f"{plan.name}-lora.gguf",
+        adapter=adapter,
+        config=base_src.config,
+        model_name=f"{plan.name}-lora",
+    )
+    log(f"lora gguf: {lora_gguf} on {base_gguf}")
+    return base_gguf, lora_gguf
+
+
+def _parity_gate(
+    plan: ExportPlan,
+    written: dict[str, Path],
+    tokenizer: Any,
+    lora_pair: tuple[Path, Path] | None,
+    log: Any,
+) -> tuple[list[str], tuple[Path, Path] | None]:
+    """Check every GGUF (and the LoRA pair) and write ``parity.json``; returns the types that failed and
+    the LoRA pair, or ``None`` when it failed (no Modelfile.adapter then)."""
+    from deploy import verify
 
     parity_file = plan.out_dir / "parity.json"
-    failed: list[str] = []
-    if plan.verify:
-        model = verify.load_reference(plan.base_dir, plan.adapter_dir)
-        results = []
-        for q, path in written.items():
-            res = verify.compare(path, q, model, tokenizer)
-            results.append(res)
-            detail = (
-                f"max|dlogit|={res.max_abs_logit_diff:.3g} greedy_identical={res.greedy_identical} "
-                f"top1={res.top1_agreement} on {res.decisive_positions} decisive positions {res.note}"
-                if res.status != "skipped"
-                else ""
-            )
-            log(f"parity {q}: {res.status.upper()} {detail} {res.reason}".rstrip())
-            if res.status == "failed":
-                failed.append(q)
-        if lora_pair is not None:
-            res = verify.compare(lora_pair[0], "f16", model, tokenizer, lora_path=lora_pair[1])
-            res.gguf = lora_pair[1].name
-            log(f"parity lora (f16 base + adapter): {res.status.upper()} {res.reason}".rstrip())
-            results.append(res)
-            if res.status == "failed":
-                lora_pair = None
-        verify.record(results, parity_file)
-    else:
+    if not plan.verify:
         verify.record(
             [
                 verify.ParityResult(p.name, q, "skipped", reason="--no-verify was given")
@@ -296,42 +343,68 @@ def run_export(plan: ExportPlan, log: Any = print) -> int:
             parity_file,
         )
         log("parity: skipped (--no-verify)")
-    ok = [q for q in written if q not in failed]
-    chosen = next((q for q in _PREFERENCE if q in ok), None)
-    if chosen is None:
-        log("no GGUF passed the parity gate; no Modelfile written")
-        return 1
+        return [], lora_pair
+    model = verify.load_reference(plan.base_dir, plan.adapter_dir)
+    results = []
+    failed: list[str] = []
+    for q, path in written.items():
+        res = verify.compare(path, q, model, tokenizer)
+        results.append(res)
+        log(_parity_line(q, res))
+        if res.status == "failed":
+            failed.append(q)
+    if lora_pair is not None:
+        res = verify.compare(lora_pair[0], "f16", model, tokenizer, lora_path=lora_pair[1])
+        res.gguf = lora_pair[1].name
+        log(f"parity lora (f16 base + adapter): {res.status.upper()} {res.reason}".rstrip())
+        results.append(res)
+        if res.status == "failed":
+            lora_pair = None
+    verify.record(results, parity_file)
+    return failed, lora_pair
+
+
+def _parity_line(q: str, res: Any) -> str:
+    detail = (
+        f"max|dlogit|={res.max_abs_logit_diff:.3g} greedy_identical={res.greedy_identical} "
+        f"top1={res.top1_agreement} on {res.decisive_positions} decisive positions {res.note}"
+        if res.status != "skipped"
+        else ""
+    )
+    return f"parity {q}: {res.status.upper()} {detail} {res.reason}".rstrip()
+
+
+def _write_modelfiles(
+    plan: ExportPlan,
+    tokenizer: Any,
+    vocab: Any,
+    chosen: Path,
+    lora_pair: tuple[Path, Path] | None,
+    log: Any,
+) -> Path:
+    """``Modelfile`` FROM the chosen GGUF and, with a LoRA pair that passed, ``Modelfile.adapter``."""
+    from deploy.modelfile import build_modelfile, write_modelfile
+
     kind = scenario_kind(plan.scenario)
     system = plan.system_prompt or default_system_prompt(kind)
-    spec = build_modelfile(
-        tokenizer,
-        written[chosen].name,
-        add_bos=vocab.add_bos,
-        end_of_turn=vocab.end_of_turn,
-        system=system,
-        scenario=kind,
-    )
-    modelfile = write_modelfile(spec, plan.out_dir / "Modelfile")
-    log(f"Modelfile: {modelfile} (FROM {written[chosen].name})")
-    if lora_pair is not None:
-        spec_a = build_modelfile(
+
+    def spec_for(gguf_name: str) -> Any:
+        return build_modelfile(
             tokenizer,
-            lora_pair[0].name,
+            gguf_name,
             add_bos=vocab.add_bos,
             end_of_turn=vocab.end_of_turn,
             system=system,
             scenario=kind,
         )
+
+    modelfile = write_modelfile(spec_for(chosen.name), plan.out_dir / "Modelfile")
+    log(f"Modelfile: {modelfile} (FROM {chosen.name})")
+    if lora_pair is not None:
+        spec_a = spec_for(lora_pair[0].name)
         spec_a.adapter = lora_pair[1].name
         log(f"Modelfile.adapter: {write_modelfile(spec_a, plan.out_dir / 'Modelfile.adapter')}")
-    if plan.ollama:
-        log(ollama_create(safe_name(plan.name), modelfile))
-    plan.results = {
-        "gguf": {q: str(p) for q, p in written.items()},
-        "modelfile": str(modelfile),
-        "failed": failed,
-    }
-    return 1 if failed else 0
+    return modelfile
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -417,16 +490,19 @@ def build_plan(args: argparse.Namespace) -> ExportPlan:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from models.quiet import quiet_dependency_noise
+
+    quiet_dependency_noise()
     args = _parse(argv)
     try:
         plan = build_plan(args)
-        code = run_export(plan)
+        result = run_export(plan)
     except (ValueError, FileNotFoundError, RuntimeError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if plan.results:
-        print(json.dumps(plan.results, indent=2))
-    return code
+    if result.results:
+        print(json.dumps(result.results, indent=2))
+    return result.code
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ else that tensor falls back to f16).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Callable
@@ -307,8 +306,6 @@ def write_gguf(
             raise TypeError("write_gguf needs read_rows or get_f32")
         whole_reader = get_f32
         read_rows = lambda name, start, stop: whole_reader(name)  # noqa: E731 - always called with the full range
-    from tqdm import tqdm
-
     if outtype not in DIRECT_TYPES:
         raise ValueError(
             f"outtype {outtype!r} is written directly only for {sorted(DIRECT_TYPES)}; "
@@ -316,48 +313,76 @@ def write_gguf(
         )
     qtype, ftype = DIRECT_TYPES[outtype]
     hp = ModelHParams.from_config(config)
-    if len(vocab.tokens) != hp.vocab_size:
-        if len(vocab.tokens) > hp.vocab_size:
-            raise ValueError(
-                f"tokenizer has {len(vocab.tokens)} tokens but the model only {hp.vocab_size} rows"
-            )
-        vocab.tokens += [f"[PAD{i}]" for i in range(len(vocab.tokens), hp.vocab_size)]
-        vocab.token_types += [int(gguf.TokenType.UNUSED)] * (hp.vocab_size - len(vocab.token_types))
+    _pad_vocab(vocab, hp.vocab_size)
     plan = plan_tensors(names, shape_of, hp, qtype)
 
     out_path = Path(out_path)
+    writer = _model_writer(hp, vocab, plan, ftype, model_name or out_path.stem)
+    with atomic_path(out_path) as tmp:
+        try:
+            writer.write_header_to_file(path=tmp)
+            writer.write_kv_data_to_file()
+            writer.write_ti_data_to_file()
+            _write_all_tensors(
+                writer, plan, hp, read_rows, chunked=get_f32 is None, desc=f"gguf {outtype}", progress=progress
+            )
+        finally:
+            writer.close()
+    return GGUFResult(out_path, outtype, len(plan), out_path.stat().st_size)
+
+
+def _pad_vocab(vocab: GGUFVocab, vocab_size: int) -> None:
+    """Pad the token list with unused ``[PADi]`` tokens up to the model's embedding rows (never truncate)."""
+    if len(vocab.tokens) == vocab_size:
+        return
+    if len(vocab.tokens) > vocab_size:
+        raise ValueError(f"tokenizer has {len(vocab.tokens)} tokens but the model only {vocab_size} rows")
+    vocab.tokens += [f"[PAD{i}]" for i in range(len(vocab.tokens), vocab_size)]
+    vocab.token_types += [int(gguf.TokenType.UNUSED)] * (vocab_size - len(vocab.token_types))
+
+
+def _model_writer(
+    hp: ModelHParams,
+    vocab: GGUFVocab,
+    plan: list[PlannedGGUFTensor],
+    ftype: gguf.LlamaFileType,
+    name: str,
+) -> gguf.GGUFWriter:
+    """A GGUF writer (no file yet) holding the metadata, vocab and tensor infos of ``plan``."""
     writer = gguf.GGUFWriter(None, gguf.MODEL_ARCH_NAMES[hp.arch])
     writer.add_type(gguf.GGUFType.MODEL)
-    writer.add_name(model_name or out_path.stem)
+    writer.add_name(name)
     writer.add_file_type(int(ftype))
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     hp.write(writer)
     vocab.write(writer)
     for p in plan:
         writer.add_tensor_info(p.gguf_name, p.shape, np.dtype(np.float32), p.nbytes, raw_dtype=p.qtype)
-    with atomic_path(out_path) as tmp:
-        try:
-            writer.write_header_to_file(path=tmp)
-            writer.write_kv_data_to_file()
-            writer.write_ti_data_to_file()
-            bar = tqdm(
-                total=sum(p.nbytes for p in plan),
-                unit="B",
-                unit_scale=True,
-                desc=f"gguf {outtype}",
-                disable=not progress,
-            )
-            for p in plan:
-                _write_tensor(writer, p, hp, read_rows, chunked=get_f32 is None)
-                bar.update(p.nbytes)
-            bar.close()
-            assert writer.fout is not None
-            for fh in writer.fout:
-                fh.flush()
-                os.fsync(fh.fileno())
-        finally:
-            writer.close()
-    return GGUFResult(out_path, outtype, len(plan), out_path.stat().st_size)
+    return writer
+
+
+def _write_all_tensors(
+    writer: gguf.GGUFWriter,
+    plan: list[PlannedGGUFTensor],
+    hp: ModelHParams,
+    read_rows: Callable[[str, int, int], Any],
+    *,
+    chunked: bool,
+    desc: str,
+    progress: bool,
+) -> None:
+    """Write every planned tensor after the header, then flush and fsync the file."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=sum(p.nbytes for p in plan), unit="B", unit_scale=True, desc=desc, disable=not progress)
+    for p in plan:
+        _write_tensor(writer, p, hp, read_rows, chunked=chunked)
+        bar.update(p.nbytes)
+    bar.close()
+    assert writer.fout is not None
+    for fh in writer.fout:
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def estimate_size(
@@ -369,10 +394,6 @@ def estimate_size(
         return sum(p.nbytes for p in plan_tensors(names, shape_of, hp, DIRECT_TYPES[outtype][0]))
     f16 = sum(p.nbytes for p in plan_tensors(names, shape_of, hp, gguf.GGMLQuantizationType.F16))
     return int(f16 * 0.4)  # K-quants are well under 6.5 bits per weight
-
-
-def read_config(folder: Path) -> dict[str, Any]:
-    return json.loads((Path(folder) / "config.json").read_text())
 
 
 def write_lora_gguf(

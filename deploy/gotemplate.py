@@ -303,6 +303,8 @@ _RANGE = re.compile(r"^range\s+(?:(\$[A-Za-z0-9_]*)\s*(?:,\s*(\$[A-Za-z0-9_]*))?
 
 
 def _parse(items: list[_Text | _Action], pos: int, stop: tuple[str, ...]) -> tuple[list[_Node], int, str]:
+    """Nodes from ``items[pos:]`` up to an ``{{ end }}``/``{{ else }}`` named in ``stop``; returns the nodes,
+    the position of that terminator and its text ("" at the end of input)."""
     nodes: list[_Node] = []
     while pos < len(items):
         it = items[pos]
@@ -317,56 +319,69 @@ def _parse(items: list[_Text | _Action], pos: int, stop: tuple[str, ...]) -> tup
         if word in ("end", "else"):
             raise TemplateError(f"unexpected {{{{ {body} }}}}")
         if word == "if":
-            node = _Node("if")
-            cond = _Expr(body[2:]).parse()
-            pos += 1
-            while True:
-                sub, pos, term = _parse(items, pos, ("end", "else"))
-                node.branches.append((cond, sub))
-                pos += 1
-                if term == "end":
-                    break
-                rest = term[4:].strip()
-                if rest.startswith("if "):
-                    cond = _Expr(rest[3:]).parse()
-                elif rest == "":
-                    sub, pos, term = _parse(items, pos, ("end",))
-                    node.branches.append((None, sub))
-                    pos += 1
-                    break
-                else:
-                    raise TemplateError(f"unsupported {{{{ {term} }}}}")
-            nodes.append(node)
-            continue
-        if word == "range":
-            m = _RANGE.match(body)
-            if not m:
-                raise TemplateError(f"unsupported {{{{ {body} }}}}")
-            names = tuple(v for v in (m.group(1), m.group(2)) if v)
-            node = _Node("range", expr=_Expr(m.group(3)).parse(), vars=names)
-            node.body, pos, term = _parse(items, pos + 1, ("end", "else"))
-            if term.startswith("else"):
-                node.else_body, pos, term = _parse(items, pos + 1, ("end",))
-            nodes.append(node)
-            pos += 1
-            continue
-        if word in ("with", "define", "template", "block", "break", "continue"):
+            node, pos = _parse_if(items, pos, body)
+        elif word == "range":
+            node, pos = _parse_range(items, pos, body)
+        elif word in ("with", "define", "template", "block", "break", "continue"):
             raise TemplateError(f"{{{{ {word} }}}} is not supported by the emulator")
-        m = _DECL.match(body)
-        if m:
-            nodes.append(
-                _Node(
-                    "decl" if m.group(2) == ":=" else "set",
-                    vars=(m.group(1),),
-                    expr=_Expr(m.group(3)).parse(),
-                )
-            )
         else:
-            nodes.append(_Node("out", expr=_Expr(body).parse()))
-        pos += 1
+            node = _parse_simple(body)
+            pos += 1
+        nodes.append(node)
     if stop:
         raise TemplateError("missing {{ end }}")
     return nodes, pos, ""
+
+
+def _parse_if(items: list[_Text | _Action], pos: int, body: str) -> tuple[_Node, int]:
+    """``{{ if }}`` at ``items[pos]`` with its ``else if`` / ``else`` branches; returns the node and the
+    position just past its ``{{ end }}``."""
+    node = _Node("if")
+    cond = _Expr(body[2:]).parse()
+    pos += 1
+    while True:
+        sub, pos, term = _parse(items, pos, ("end", "else"))
+        node.branches.append((cond, sub))
+        pos += 1
+        if term == "end":
+            break
+        rest = term[4:].strip()
+        if rest.startswith("if "):
+            cond = _Expr(rest[3:]).parse()
+        elif rest == "":
+            sub, pos, term = _parse(items, pos, ("end",))
+            node.branches.append((None, sub))
+            pos += 1
+            break
+        else:
+            raise TemplateError(f"unsupported {{{{ {term} }}}}")
+    return node, pos
+
+
+def _parse_range(items: list[_Text | _Action], pos: int, body: str) -> tuple[_Node, int]:
+    """``{{ range }}`` at ``items[pos]`` (optional ``$i, $v :=`` and ``else``); returns the node and the
+    position just past its ``{{ end }}``."""
+    m = _RANGE.match(body)
+    if not m:
+        raise TemplateError(f"unsupported {{{{ {body} }}}}")
+    names = tuple(v for v in (m.group(1), m.group(2)) if v)
+    node = _Node("range", expr=_Expr(m.group(3)).parse(), vars=names)
+    node.body, pos, term = _parse(items, pos + 1, ("end", "else"))
+    if term.startswith("else"):
+        node.else_body, pos, term = _parse(items, pos + 1, ("end",))
+    return node, pos + 1
+
+
+def _parse_simple(body: str) -> _Node:
+    """A variable declaration (``$x := e``), assignment (``$x = e``) or output action."""
+    m = _DECL.match(body)
+    if m:
+        return _Node(
+            "decl" if m.group(2) == ":=" else "set",
+            vars=(m.group(1),),
+            expr=_Expr(m.group(3)).parse(),
+        )
+    return _Node("out", expr=_Expr(body).parse())
 
 
 def _exec(nodes: list[_Node], s: _Scope, out: list[str]) -> None:

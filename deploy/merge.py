@@ -196,56 +196,73 @@ def merge_to_folder(
 
     ``dtype`` is "float16", "bfloat16" or "float32"; by default the base's own dtype.
     """
-    import torch
-    from tqdm import tqdm
-
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    planned = _plan_merged(source, dtype)
+    shards = plan_shards(planned, max_shard_bytes)
+    with atomic_dir(out_dir) as tmp:
+        weight_map = _write_shards(source, shards, tmp, total=sum(t.nbytes for t in planned), progress=progress)
+        if len(shards) > 1:
+            index = {"metadata": {"total_size": sum(t.nbytes for t in planned)}, "weight_map": weight_map}
+            (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+        _write_side_files(source, tmp, dtype=dtype, tokenizer_dirs=tokenizer_dirs)
+    return out_dir
+
+
+def _plan_merged(source: MergeSource, dtype: str | None) -> list[PlannedTensor]:
+    """Name, shape and safetensors dtype of every merged tensor (``dtype`` overrides the base's)."""
+    import torch
+
     target = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
     planned: list[PlannedTensor] = []
     for name in source.names():
         st = st_dtype_of(target[dtype]) if dtype else source.dtype(name)
         planned.append(PlannedTensor(name, source.shape(name), st))
-    shards = plan_shards(planned, max_shard_bytes)
-    with atomic_dir(out_dir) as tmp:
-        weight_map: dict[str, str] = {}
-        bar = tqdm(
-            total=sum(t.nbytes for t in planned),
-            unit="B",
-            unit_scale=True,
-            desc="merge",
-            disable=not progress,
+    return planned
+
+
+def _write_shards(
+    source: MergeSource, shards: list[list[PlannedTensor]], folder: Path, *, total: int, progress: bool
+) -> dict[str, str]:
+    """Stream every shard into ``folder`` row chunk by row chunk; returns tensor name -> shard file name."""
+    import torch
+    from tqdm import tqdm
+
+    weight_map: dict[str, str] = {}
+    bar = tqdm(total=total, unit="B", unit_scale=True, desc="merge", disable=not progress)
+    for i, shard in enumerate(shards):
+        fname = (
+            "model.safetensors"
+            if len(shards) == 1
+            else f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
         )
-        for i, shard in enumerate(shards):
-            fname = (
-                "model.safetensors"
-                if len(shards) == 1
-                else f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
-            )
-            writer = StreamingSafetensorsWriter(tmp / fname, shard, metadata={"format": "pt"})
-            for t in shard:
-                torch_dtype = getattr(torch, _torch_name(t.dtype))
-                for start, stop in row_chunks(t.shape):
-                    rows = source.get_rows(t.name, start, stop)
-                    writer.write_part(t.name, rows.to(torch_dtype))
-                    del rows
-                weight_map[t.name] = fname
-                bar.update(t.nbytes)
-            writer.close()
-        bar.close()
-        if len(shards) > 1:
-            index = {"metadata": {"total_size": sum(t.nbytes for t in planned)}, "weight_map": weight_map}
-            (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
-        cfg = source.merged_config()
-        if dtype:
-            cfg["dtype"] = dtype
-            cfg.pop("torch_dtype", None)
-        (tmp / "config.json").write_text(json.dumps(cfg, indent=2))
-        gen = source.base_dir / "generation_config.json"
-        if gen.is_file():
-            shutil.copyfile(gen, tmp / "generation_config.json")
-        copy_tokenizer(tmp, *tokenizer_dirs, source.base_dir)
-    return out_dir
+        writer = StreamingSafetensorsWriter(folder / fname, shard, metadata={"format": "pt"})
+        for t in shard:
+            torch_dtype = getattr(torch, _torch_name(t.dtype))
+            for start, stop in row_chunks(t.shape):
+                rows = source.get_rows(t.name, start, stop)
+                writer.write_part(t.name, rows.to(torch_dtype))
+                del rows
+            weight_map[t.name] = fname
+            bar.update(t.nbytes)
+        writer.close()
+    bar.close()
+    return weight_map
+
+
+def _write_side_files(
+    source: MergeSource, folder: Path, *, dtype: str | None, tokenizer_dirs: tuple[Path, ...]
+) -> None:
+    """config.json (merged, with ``dtype``), generation_config.json and the tokenizer files."""
+    cfg = source.merged_config()
+    if dtype:
+        cfg["dtype"] = dtype
+        cfg.pop("torch_dtype", None)
+    (folder / "config.json").write_text(json.dumps(cfg, indent=2))
+    gen = source.base_dir / "generation_config.json"
+    if gen.is_file():
+        shutil.copyfile(gen, folder / "generation_config.json")
+    copy_tokenizer(folder, *tokenizer_dirs, source.base_dir)
 
 
 def _torch_name(st: str) -> str:

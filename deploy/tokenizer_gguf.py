@@ -19,7 +19,6 @@ from typing import Any
 import gguf
 
 _DIGITS = frozenset("0123456789")
-SUPPORTED_PRE = ("smollm", "llama-bpe", "qwen2", "gpt-2")
 
 # End-of-turn tokens of the chat formats we support (llama.cpp also treats these as end-of-generation).
 EOT_CANDIDATES = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>")
@@ -98,10 +97,46 @@ def _looks_special(text: str) -> bool:
 
 def build_vocab(tokenizer: Any, vocab_size: int | None = None) -> GGUFVocab:
     """GGUF vocab from a HF *fast* BPE tokenizer (the one used in training, with its chat template)."""
+    tj = _bpe_tokenizer_json(tokenizer)
+    pre = detect_pre_tokenizer(tj)
+    vocab: dict[str, int] = tokenizer.get_vocab()
+    n = max(vocab_size or 0, max(vocab.values()) + 1)
+    tokens, types = _token_table(tokenizer, vocab, n)
+    merges = [m if isinstance(m, str) else " ".join(m) for m in tj.get("model", {}).get("merges", [])]
+
+    probe = tokenizer("a", add_special_tokens=True)["input_ids"]
+    bos_id = tokenizer.bos_token_id
+    eos_id = tokenizer.eos_token_id
+    add_bos = bos_id is not None and len(probe) > 0 and probe[0] == bos_id
+    add_eos = eos_id is not None and len(probe) > 1 and probe[-1] == eos_id
+    template = getattr(tokenizer, "chat_template", None)
+    if isinstance(template, dict):
+        template = template.get("default")
+    end_of_turn = _end_of_turn(tokenizer, vocab, template)
+    eot_id = vocab[end_of_turn[0]] if end_of_turn else None
+    return GGUFVocab(
+        tokens=tokens,
+        token_types=[int(t) for t in types],
+        merges=merges,
+        pre=pre,
+        bos_id=bos_id,
+        eos_id=eos_id,
+        eot_id=eot_id,
+        pad_id=tokenizer.pad_token_id,
+        unk_id=tokenizer.unk_token_id,
+        add_bos=bool(add_bos),
+        add_eos=bool(add_eos),
+        chat_template=template,
+        end_of_turn=end_of_turn,
+    )
+
+
+def _bpe_tokenizer_json(tokenizer: Any) -> dict[str, Any]:
+    """The fast tokenizer's ``tokenizer.json``, checked to be a byte-level BPE model."""
     backend = getattr(tokenizer, "backend_tokenizer", None) or getattr(tokenizer, "_tokenizer", None)
     if backend is None:
         raise ValueError("GGUF export needs a fast tokenizer (tokenizer.json); got a slow one")
-    tj = json.loads(backend.to_str())
+    tj: dict[str, Any] = json.loads(backend.to_str())
     model = tj.get("model", {})
     if model.get("type") != "BPE":
         raise ValueError(
@@ -112,9 +147,11 @@ def build_vocab(tokenizer: Any, vocab_size: int | None = None) -> GGUFVocab:
             "SentencePiece-style BPE with byte_fallback (Mistral v0.x / Llama 2 tokenizers) is not "
             "supported yet; use a byte-level BPE model (Llama 3, Qwen2.5, SmolLM2)"
         )
-    pre = detect_pre_tokenizer(tj)
-    vocab: dict[str, int] = tokenizer.get_vocab()
-    n = max(vocab_size or 0, max(vocab.values()) + 1)
+    return tj
+
+
+def _token_table(tokenizer: Any, vocab: dict[str, int], n: int) -> tuple[list[str], list[int]]:
+    """Token texts and GGUF token types for ids ``0..n-1``; ids the tokenizer lacks become ``[PADi]``."""
     reverse = {i: t for t, i in vocab.items()}
     added = {tok.content: (i, tok) for i, tok in tokenizer.added_tokens_decoder.items()}
     tokens: list[str] = []
@@ -136,32 +173,12 @@ def build_vocab(tokenizer: Any, vocab_size: int | None = None) -> GGUFVocab:
         else:
             tokens.append(text)
             types.append(gguf.TokenType.NORMAL)
-    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
+    return tokens, types
 
-    probe = tokenizer("a", add_special_tokens=True)["input_ids"]
-    bos_id = tokenizer.bos_token_id
-    eos_id = tokenizer.eos_token_id
-    add_bos = bos_id is not None and len(probe) > 0 and probe[0] == bos_id
-    add_eos = eos_id is not None and len(probe) > 1 and probe[-1] == eos_id
-    template = getattr(tokenizer, "chat_template", None)
-    if isinstance(template, dict):
-        template = template.get("default")
+
+def _end_of_turn(tokenizer: Any, vocab: dict[str, int], template: str | None) -> list[str]:
+    """Known end-of-turn tokens the chat template uses, then the EOS token (the first one is ``eot_id``)."""
     end_of_turn = [t for t in EOT_CANDIDATES if t in vocab and template and t in template]
     if tokenizer.eos_token and tokenizer.eos_token not in end_of_turn:
         end_of_turn.append(tokenizer.eos_token)
-    eot_id = vocab[end_of_turn[0]] if end_of_turn else None
-    return GGUFVocab(
-        tokens=tokens,
-        token_types=[int(t) for t in types],
-        merges=merges,
-        pre=pre,
-        bos_id=bos_id,
-        eos_id=eos_id,
-        eot_id=eot_id,
-        pad_id=tokenizer.pad_token_id,
-        unk_id=tokenizer.unk_token_id,
-        add_bos=bool(add_bos),
-        add_eos=bool(add_eos),
-        chat_template=template,
-        end_of_turn=end_of_turn,
-    )
+    return end_of_turn

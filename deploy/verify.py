@@ -140,37 +140,12 @@ def compare(
     arrays: list[tuple[np.ndarray, np.ndarray]] = []  # per prompt: HF top-2 margins, top-1 agreement
     try:
         for text, ids in zip(prompts, encoded, strict=True):
-            lids = llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
-            hf_out, hf_logits = _hf_greedy(model, ids, n_new)
-            ll_out, ll_logits = _llama_greedy(llm, ids, n_new, hf_out)
-            div = next((i for i, (a, b) in enumerate(zip(hf_out, ll_out, strict=True)) if a != b), None)
-            top2 = np.sort(hf_logits, axis=-1)[:, -2:]
-            margins = top2[:, 1] - top2[:, 0]
-            same = hf_logits.argmax(-1) == ll_logits.argmax(-1)
+            result, margins, same = _compare_prompt(llm, model, text, ids, n_new=n_new, margin=margin)
+            results.append(result)
             arrays.append((margins, same))
-            decisive = margins > margin
-            results.append(
-                PromptResult(
-                    n_prompt=len(ids),
-                    tokens_match=list(lids) == list(ids),
-                    greedy_identical=div is None,
-                    first_divergence=div,
-                    divergence_margin=None if div is None else float(margins[len(ids) - 1 + div]),
-                    max_abs_logit_diff=float(np.abs(hf_logits - ll_logits).max()),
-                    max_abs_logit=float(np.abs(hf_logits).max()),
-                    decisive=int(decisive.sum()),
-                    agree=int((same & decisive).sum()),
-                )
-            )
     finally:
         llm.close()
-    res = ParityResult(gguf_path.name, qtype, "passed", prompts=results)
-    res.max_abs_logit_diff = max(r.max_abs_logit_diff for r in results)
-    res.greedy_identical = all(r.greedy_identical for r in results)
-    res.decisive_positions = sum(r.decisive for r in results)
-    res.top1_agreement = (
-        (sum(r.agree for r in results) / res.decisive_positions) if res.decisive_positions else None
-    )
+    res = _summary(gguf_path.name, qtype, results)
     reasons = []
     if not all(r.tokens_match for r in results):
         reasons.append(
@@ -179,20 +154,64 @@ def compare(
     if qtype in FLOAT_TYPES:
         reasons += _float_rule(res, arrays, qtype)
     else:
-        if res.decisive_positions < min_decisive:
-            reasons.append(
-                f"only {res.decisive_positions} positions with HF top-2 margin > {margin}; "
-                f"need {min_decisive} to judge"
-            )
-        elif (res.top1_agreement or 0.0) < min_agreement:
-            reasons.append(
-                f"top-1 agreement {res.top1_agreement:.1%} < {min_agreement:.0%} on "
-                f"{res.decisive_positions} decisive positions"
-            )
+        reasons += _quant_rule(res, margin=margin, min_agreement=min_agreement, min_decisive=min_decisive)
     if reasons:
         res.status = "failed"
         res.reason = "; ".join(reasons)
     return res
+
+
+def _compare_prompt(
+    llm: Any, model: Any, text: str, ids: list[int], *, n_new: int, margin: float
+) -> tuple[PromptResult, np.ndarray, np.ndarray]:
+    """One prompt on both sides: its result, HF's top-2 margin per position and where the top-1 agree."""
+    lids = llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+    hf_out, hf_logits = _hf_greedy(model, ids, n_new)
+    ll_out, ll_logits = _llama_greedy(llm, ids, n_new, hf_out)
+    div = next((i for i, (a, b) in enumerate(zip(hf_out, ll_out, strict=True)) if a != b), None)
+    top2 = np.sort(hf_logits, axis=-1)[:, -2:]
+    margins = top2[:, 1] - top2[:, 0]
+    same = hf_logits.argmax(-1) == ll_logits.argmax(-1)
+    decisive = margins > margin
+    result = PromptResult(
+        n_prompt=len(ids),
+        tokens_match=list(lids) == list(ids),
+        greedy_identical=div is None,
+        first_divergence=div,
+        divergence_margin=None if div is None else float(margins[len(ids) - 1 + div]),
+        max_abs_logit_diff=float(np.abs(hf_logits - ll_logits).max()),
+        max_abs_logit=float(np.abs(hf_logits).max()),
+        decisive=int(decisive.sum()),
+        agree=int((same & decisive).sum()),
+    )
+    return result, margins, same
+
+
+def _summary(gguf_name: str, qtype: str, results: list[PromptResult]) -> ParityResult:
+    """A ``passed`` result with the totals over all prompts; the rules below may fail it."""
+    res = ParityResult(gguf_name, qtype, "passed", prompts=results)
+    res.max_abs_logit_diff = max(r.max_abs_logit_diff for r in results)
+    res.greedy_identical = all(r.greedy_identical for r in results)
+    res.decisive_positions = sum(r.decisive for r in results)
+    res.top1_agreement = (
+        (sum(r.agree for r in results) / res.decisive_positions) if res.decisive_positions else None
+    )
+    return res
+
+
+def _quant_rule(res: ParityResult, *, margin: float, min_agreement: float, min_decisive: int) -> list[str]:
+    """Quantized types: enough decisive positions, and top-1 agreement on them of at least ``min_agreement``."""
+    if res.decisive_positions < min_decisive:
+        return [
+            f"only {res.decisive_positions} positions with HF top-2 margin > {margin}; "
+            f"need {min_decisive} to judge"
+        ]
+    if (res.top1_agreement or 0.0) < min_agreement:
+        return [
+            f"top-1 agreement {res.top1_agreement:.1%} < {min_agreement:.0%} on "
+            f"{res.decisive_positions} decisive positions"
+        ]
+    return []
 
 
 # Rounding of each float type: unit roundoff, and the logit error allowed (fraction of the logit scale, floor).

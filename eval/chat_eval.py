@@ -256,6 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from models.quiet import quiet_dependency_noise
+
+    quiet_dependency_noise()
     args = build_parser().parse_args(argv)
     try:
         if args.samples < 0:

@@ -30,7 +30,7 @@ from typing import Any
 from data_prep.react import Goal, goal_from_observation, parse_goal
 from eval.household.env import NOTHING, HouseholdEnv
 from eval.household.scene import Scene
-from eval.household.vocab import PLACES, article, number_of, parse_list, type_of
+from eval.household.vocab import PLACES, TREATMENTS, article, number_of, parse_list, type_of
 
 _ROOM = re.compile(r"Looking quickly around you, you see (.*)\.")
 _ARRIVE = re.compile(r"^You arrive at [a-z]+ \d+\. ")
@@ -39,13 +39,6 @@ _OPEN = re.compile(r"^(?:You open the [a-z]+ \d+\. )?The ([a-z]+ \d+) is open\. 
 _CLOSED = re.compile(r"^The ([a-z]+ \d+) is closed\.$")
 _TAKE = re.compile(r"^You pick up the ([a-z]+ \d+) from the ([a-z]+ \d+)\.$")
 _PUT = re.compile(r"^You (?:put|move) the ([a-z]+ \d+) (?:in/on|to) the ([a-z]+ \d+)\.$")
-
-_TREAT = {
-    "pick_heat_then_place_in_recep": ("heat", "microwave"),
-    "pick_cool_then_place_in_recep": ("cool", "fridge"),
-    "pick_clean_then_place_in_recep": ("clean", "sinkbasin"),
-}
-_PAST = {"heat": "heat", "cool": "cool", "clean": "clean"}
 
 
 def _a(word: str) -> str:
@@ -219,9 +212,13 @@ def _put(kb: _Knowledge, o: str, r: str, grammar: str) -> Plan:
     yield from _do(kb, f"move {o} to {r}" if grammar == "2.1.2" else f"put {o} in/on {r}")
 
 
+_THINK = "think: "
+
+
 def _solve(kb: _Knowledge, goal: Goal, goal_text: str, grammar: str) -> Plan:
+    """Check that the room has what the task needs, then run the plan of the goal's task type."""
     obj, tt = goal.obj, goal.task_type
-    needed = [_TREAT[tt][1]] if tt in _TREAT else []
+    needed = [TREATMENTS[tt].appliance] if tt in TREATMENTS else []
     if tt != "look_at_obj_in_light":
         needed.append(goal.recep)
     missing = [t for t in needed if t not in kb.by_type]
@@ -229,70 +226,88 @@ def _solve(kb: _Knowledge, goal: Goal, goal_text: str, grammar: str) -> Plan:
         yield f"think: There is no {missing[0]} here, so I cannot solve the task."
         return
     prep = "on" if " on " in f" {goal_text} " else "in"
-    think = "think: "
     if tt == "look_at_obj_in_light":
-        lamp = goal.recep
-        yield think + f"To solve the task, I need to find and take {_a(obj)}, then find and use {_a(lamp)}."
-        yield think + f"First I need to find {_a(obj)}. {_search_sentence(kb, obj)}"
-        found = yield from _search(kb, obj)
+        yield from _solve_look(kb, obj, goal.recep)
+    elif tt == "pick_two_obj_and_place":
+        yield from _solve_two(kb, obj, goal.recep, prep, grammar)
+    else:
+        yield from _solve_place(kb, obj, tt, goal.recep, prep, grammar)
+
+
+def _find_and_take(kb: _Knowledge, obj: str) -> Generator[str, str, tuple[str, str] | None]:
+    """Say where to look, search until ``obj`` is seen, take it; (object, receptacle), or None if nowhere."""
+    yield _THINK + f"First I need to find {_a(obj)}. {_search_sentence(kb, obj)}"
+    found = yield from _search(kb, obj)
+    if found is None:
+        return None
+    o, r = found
+    yield _THINK + f"Now I find {_a(obj)} ({number_of(o)}). Next, I need to take it."
+    yield from _do(kb, f"take {o} from {r}")
+    return found
+
+
+def _solve_look(kb: _Knowledge, obj: str, lamp: str) -> Plan:
+    """Find and take ``obj``, then find and use ``lamp``."""
+    think = _THINK
+    yield think + f"To solve the task, I need to find and take {_a(obj)}, then find and use {_a(lamp)}."
+    found = yield from _find_and_take(kb, obj)
+    if found is None:
+        return
+    o, r = found
+    yield (
+        think
+        + f"Now I take {_a(obj)} ({number_of(o)}). Next, I need to find {_a(lamp)}. "
+        + _search_sentence(kb, lamp)
+    )
+    lamp_found = yield from _search(kb, lamp)
+    if lamp_found is None:
+        return
+    yield think + f"Now I find {_a(lamp)} ({number_of(lamp_found[0])}). Next, I need to use it."
+    yield from _do(kb, f"use {lamp_found[0]}")
+
+
+def _solve_two(kb: _Knowledge, obj: str, target_type: str, prep: str, grammar: str) -> Plan:
+    """Find, take and put two objects of type ``obj``, one after the other, at one ``target_type``."""
+    think = _THINK
+    yield think + (
+        f"To solve the task, I need to find and take the first {obj}, then put it {prep} {target_type}, "
+        f"then find and take the second {obj}, then put it {prep} {target_type}."
+    )
+    yield think + f"First I need to find the first {obj}. {_search_sentence(kb, obj)}"
+    placed: list[str] = []
+    target = ""
+    for nth in ("first", "second"):
+        found = yield from _search(kb, obj, placed)
         if found is None:
             return
         o, r = found
-        yield think + f"Now I find {_a(obj)} ({number_of(o)}). Next, I need to take it."
+        yield think + f"Now I find the {nth} {obj} ({number_of(o)}). Next, I need to take it."
         yield from _do(kb, f"take {o} from {r}")
+        target = target or kb.pick(target_type)
         yield (
-            think
-            + f"Now I take {_a(obj)} ({number_of(o)}). Next, I need to find {_a(lamp)}. "
-            + _search_sentence(kb, lamp)
+            think + f"Now I take the {nth} {obj} ({number_of(o)}). Next, I need to put it in/on {target}."
         )
-        lamp_found = yield from _search(kb, lamp)
-        if lamp_found is None:
-            return
-        yield think + f"Now I find {_a(lamp)} ({number_of(lamp_found[0])}). Next, I need to use it."
-        yield from _do(kb, f"use {lamp_found[0]}")
-        return
-
-    target_type = goal.recep
-    if tt == "pick_two_obj_and_place":
-        yield think + (
-            f"To solve the task, I need to find and take the first {obj}, then put it {prep} {target_type}, "
-            f"then find and take the second {obj}, then put it {prep} {target_type}."
-        )
-        yield think + f"First I need to find the first {obj}. {_search_sentence(kb, obj)}"
-        placed: list[str] = []
-        target = ""
-        for nth in ("first", "second"):
-            found = yield from _search(kb, obj, placed)
-            if found is None:
-                return
-            o, r = found
-            yield think + f"Now I find the {nth} {obj} ({number_of(o)}). Next, I need to take it."
-            yield from _do(kb, f"take {o} from {r}")
-            target = target or kb.pick(target_type)
-            yield (
-                think + f"Now I take the {nth} {obj} ({number_of(o)}). Next, I need to put it in/on {target}."
+        yield from _put(kb, o, target, grammar)
+        placed.append(o)
+        if nth == "first":
+            yield think + (
+                f"Now I put the first {obj} in/on {target}. Next, I need to find the second {obj}. "
+                + _search_sentence(kb, obj, placed)
             )
-            yield from _put(kb, o, target, grammar)
-            placed.append(o)
-            if nth == "first":
-                yield think + (
-                    f"Now I put the first {obj} in/on {target}. Next, I need to find the second {obj}. "
-                    + _search_sentence(kb, obj, placed)
-                )
-        return
 
-    treat = _TREAT.get(tt)
+
+def _solve_place(kb: _Knowledge, obj: str, tt: str, target_type: str, prep: str, grammar: str) -> Plan:
+    """Find and take ``obj``, heat/cool/clean it when the task type says so, then put it at the target."""
+    think = _THINK
+    treat = (TREATMENTS[tt].verb, TREATMENTS[tt].appliance) if tt in TREATMENTS else None
     plan = f"To solve the task, I need to find and take {_a(obj)}, then "
     if treat is not None:
         plan += f"{treat[0]} it with {treat[1]}, then "
     yield think + plan + f"put it {prep} {target_type}."
-    yield think + f"First I need to find {_a(obj)}. {_search_sentence(kb, obj)}"
-    found = yield from _search(kb, obj)
+    found = yield from _find_and_take(kb, obj)
     if found is None:
         return
     o, r = found
-    yield think + f"Now I find {_a(obj)} ({number_of(o)}). Next, I need to take it."
-    yield from _do(kb, f"take {o} from {r}")
     if treat is not None:
         verb, appliance_type = treat
         appliance = kb.pick(appliance_type)
@@ -303,7 +318,7 @@ def _solve(kb: _Knowledge, goal: Goal, goal_text: str, grammar: str) -> Plan:
         yield from _do(kb, f"{verb} {o} with {appliance}")
         target = kb.pick(target_type)
         yield (
-            think + f"Now I {_PAST[verb]} {_a(obj)} ({number_of(o)}). Next, I need to put it in/on {target}."
+            think + f"Now I {verb} {_a(obj)} ({number_of(o)}). Next, I need to put it in/on {target}."
         )
     else:
         target = kb.pick(target_type)

@@ -170,6 +170,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from models.quiet import quiet_dependency_noise
+
+    quiet_dependency_noise()
     args = build_parser().parse_args(argv)
     from eval.alfworld_env import AlfworldUnavailable
 

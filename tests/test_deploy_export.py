@@ -261,7 +261,7 @@ def test_smollm2_with_a_trained_adapter(tmp_path: Path) -> None:
         ollama=False,
         progress=False,
     )
-    code = run_export(plan, log=lambda *_: None)
+    code = run_export(plan, log=lambda *_: None).code
     parity = json.loads((run / "export" / "parity.json").read_text())["files"]
     assert parity["smol-react-f16.gguf"]["status"] == "passed", parity["smol-react-f16.gguf"]
     assert parity["smol-react-q8_0.gguf"]["status"] == "passed", parity["smol-react-q8_0.gguf"]

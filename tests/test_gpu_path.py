@@ -194,6 +194,7 @@ def test_qlora_trains_after_an_eval_forward_on_a_model_with_biases(tiny_qwen2_di
     assert after < before - 0.05
 
 
+@pytest.mark.slow
 def test_env_check_reports_backend_attention_and_versions():
     import subprocess
     import sys
@@ -207,3 +208,7 @@ def test_env_check_reports_backend_attention_and_versions():
     assert lines["attention"] == "sdpa (transformers)"
     assert lines["torch"].startswith("2.13.0")
     assert lines["xformers"] == "not installed"
+    assert lines["import bitsandbytes"] == "ok" and lines["python"].startswith("3.")
+    assert lines["torch build"].endswith("(CPU)")
+    assert lines["ollama"] == "not on PATH"  # PATH above has no ollama, so its fix line is printed
+    assert r.stdout.strip().splitlines()[-1].startswith("fix: ollama: ")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -256,3 +257,26 @@ def test_only_backend_imports_unsloth():
         and "import unsloth" in p.read_text().replace("from unsloth", "import unsloth")
     ]
     assert offenders == []
+
+
+def test_trl_and_hf_trainer_flags_work_unqualified():
+    """What a TRL / HF Trainer user types: bare SFTConfig / TrainingArguments names, '_' or '-' spelling."""
+    cfg = apply_overrides(
+        TrainConfig(),
+        ["--output_dir", "runs/x", "--learning_rate", "1e-4", "--num-train-epochs", "2", "--max_steps=10",
+         "--gradient_accumulation_steps", "4", "--lr_scheduler_type", "linear"],
+    )
+    assert cfg.run.run_dir == "runs/x"
+    assert cfg.sft == {"learning_rate": 1e-4, "num_train_epochs": 2, "max_steps": 10,
+                       "gradient_accumulation_steps": 4, "lr_scheduler_type": "linear"}
+    validate_sft_keys(cfg.sft)  # every one is a real SFTConfig field
+
+
+@pytest.mark.parametrize(
+    "flag, hint",
+    [("--learnig_rate", "learning_rate"), ("--lora_r", "lora.r"), ("--max_seq_length", "model.max_seq_length")],
+)
+def test_unknown_bare_flag_gets_a_did_you_mean(flag, hint):
+    cfg = apply_overrides(TrainConfig(), [flag, "1"])
+    with pytest.raises(ConfigError, match=rf"did you mean '{re.escape(hint)}'"):
+        validate_sft_keys(cfg.sft, origin="command line")

@@ -49,12 +49,16 @@ class CliArgs:
 
 
 def parse(argv: list[str] | None, *, scenario: str, default_preset: str, doc: str | None = None) -> CliArgs:
+    from models.quiet import quiet_dependency_noise
+
+    quiet_dependency_noise()
     parser = argparse.ArgumentParser(
         description=doc,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,
         epilog="Overrides: --section.field VALUE (sections: model, lora, data, run, "
-        "sft=any SFTConfig field). Short forms: " + ", ".join(f"--{k}" for k in ALIASES),
+        "sft=any SFTConfig field, also bare: --learning_rate 1e-4, --output_dir DIR). Short forms: "
+        + ", ".join(f"--{k}" for k in ALIASES),
     )
     src = parser.add_mutually_exclusive_group()
     src.add_argument("--preset", default=None, help=f"preset name or YAML file (default: {default_preset})")

@@ -7,7 +7,9 @@ is active, because importing TRL pulls in transformers, and Unsloth must be impo
 
 Override scheme (one, everywhere): a dotted path and a value, either ``--lora.r 8``, ``--lora.r=8`` or
 ``lora.r=8``. Values are parsed as YAML scalars (``1e-4`` -> float, ``true`` -> bool, ``null`` -> None,
-``[a,b]`` -> list). A few short aliases exist for the knobs people change most (:data:`ALIASES`).
+``[a,b]`` -> list). A few short aliases exist for the knobs people change most (:data:`ALIASES`), and a bare
+TRL / HF Trainer name (``--learning_rate``, ``--num-train-epochs``) means ``sft.<name>`` (``--output_dir`` is
+the run folder: :data:`TRAINER_FLAGS`).
 
 This module imports no torch/transformers: scripts use it before choosing the backend.
 """
@@ -273,9 +275,23 @@ def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
             i += 2
         else:
             raise ConfigError(f"cannot read '{tok}': use --section.field VALUE or section.field=VALUE")
-        path = ALIASES.get(key, key)
-        set_path(cfg, path, parse_value(raw), origin=f"--{key}")
+        set_path(cfg, flag_path(key), parse_value(raw), origin=f"--{key}")
     return cfg
+
+
+# TRL / HF Trainer spellings of what our sections already hold.
+TRAINER_FLAGS: dict[str, str] = {"output_dir": "run.run_dir"}
+
+
+def flag_path(key: str) -> str:
+    """The dotted path a flag sets: an alias, ``section.field``, or (a bare TRL / HF Trainer name such as
+    ``learning_rate`` or ``num-train-epochs``) ``sft.<field>``, checked against SFTConfig once TRL is loaded."""
+    if key in ALIASES:
+        return ALIASES[key]
+    if "." in key:
+        return key
+    name = key.replace("-", "_")
+    return TRAINER_FLAGS.get(name, f"sft.{name}")
 
 
 def validate_sft_keys(sft: dict[str, Any], origin: str = "sft") -> None:
@@ -287,9 +303,13 @@ def validate_sft_keys(sft: dict[str, Any], origin: str = "sft") -> None:
     if unknown:
         import difflib
 
+        ours = [f"{sec}.{f.name}" for sec, cls in SECTIONS.items() for f in dataclasses.fields(cls)]
         hints = []
         for k in unknown:
-            close = difflib.get_close_matches(k, names, n=1)
+            exact = [o for o in ours if o.split(".")[1] == k]  # our own field, given without its section
+            close = exact or difflib.get_close_matches(k, [*names, *ours, *(o.replace(".", "_") for o in ours)], n=1)
+            if close and close[0] not in names:  # one of our fields, spelled with "_" or without its section
+                close = [next(o for o in ours if close[0] in (o, o.replace(".", "_")))]
             hints.append(f"'{k}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
         raise ConfigError(f"{origin}: unknown SFTConfig field {', '.join(hints)}")
 

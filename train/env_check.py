@@ -1,6 +1,10 @@
-"""What this machine will train with: device, precision, backend, attention kernel and package versions.
+"""What this machine will train with, and what is missing: ``./quick_start.sh doctor``.
 
-    python -m train.env_check          # or: ./quick_start.sh check
+    python -m train.env_check          # or: ./quick_start.sh doctor (alias: check)
+
+Python, the torch build, the device (GPU name, VRAM, bf16; T4: fp16 only), free disk and RAM, the backend,
+the attention kernel, whether unsloth / bitsandbytes / llama-cpp-python import (each in its own process),
+whether ``ollama`` is on PATH, and every version. Each missing piece gets one ``fix:`` line.
 
 Reads versions from package metadata. With an NVIDIA GPU and unsloth installed it imports unsloth, as a
 training run would, to report the attention kernel Unsloth settled on (FlashAttention-2, xformers, or
@@ -54,17 +58,64 @@ def attention_line(backend: str) -> str:
     return f"attention: {attention_backend('unsloth')} (as Unsloth decided at import)"
 
 
+IMPORTS = {  # module -> how to get it
+    "unsloth": "GPU only: pip install -e '.[gpu]' (CPU tests: ./quick_start.sh setup installs it --no-deps)",
+    "bitsandbytes": "pip install bitsandbytes==0.50.2 (QLoRA / 4-bit)",
+    "llama_cpp": "pip install -e '.[llamacpp]' (compiles 8-17 min once; GGUF parity gate, K-quants, chat)",
+}
+
+
+def imports_ok(module: str) -> bool:
+    """Whether ``module`` imports, in a fresh process (unsloth patches whatever process imports it)."""
+    import subprocess
+
+    r = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, timeout=300)
+    return r.returncode == 0
+
+
+def machine_lines() -> list[str]:
+    import platform
+    import shutil
+
+    import psutil
+    import torch
+
+    build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU"
+    free_disk = shutil.disk_usage(".").free / 1024**3
+    ram = psutil.virtual_memory()
+    return [f"python: {platform.python_version()}", f"torch build: {torch.__version__} ({build})",
+            f"disk free: {free_disk:.1f} GB", f"ram: {ram.available / 1024**3:.1f} GB free of {ram.total / 1024**3:.1f} GB"]
+
+
+def tool_lines() -> tuple[list[str], list[str]]:
+    """(status lines, fix lines) for the optional imports and ollama."""
+    import shutil
+
+    lines, fixes = [], []
+    for module, fix in IMPORTS.items():
+        ok = imports_ok(module)
+        lines.append(f"import {module}: {'ok' if ok else 'missing'}")
+        if not ok:
+            fixes.append(f"fix: {module}: {fix}")
+    ollama = shutil.which("ollama")
+    lines.append(f"ollama: {ollama or 'not on PATH'}")
+    if not ollama:
+        fixes.append("fix: ollama: https://ollama.com/download (export works without it; `ollama create` is skipped)")
+    return lines, fixes
+
+
 def main() -> int:
     from train.backend import choose
 
     info = choose("auto")  # imports torch only
-    lines = device_lines() + [f"backend: {info.name} ({info.reason})"]
+    tools, fixes = tool_lines()
+    lines = machine_lines() + device_lines() + [f"backend: {info.name} ({info.reason})"] + tools
     problem = torchvision_problem()
     lines.append(attention_line(info.name) if problem is None else "attention: not checked (see problem)")
     lines += [f"{name}: {installed(name) or 'not installed'}" for name in PACKAGES]
     if problem:
         lines.append(f"problem: {problem}")
-    print("\n".join(lines))
+    print("\n".join(lines + fixes))
     return 1 if problem else 0
 
 

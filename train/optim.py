@@ -25,8 +25,3 @@ def loraplus_optimizer(model: Any, args: Any, ratio: float) -> Any:
         betas=(args.adam_beta1, args.adam_beta2),
         eps=args.adam_epsilon,
     )
-
-
-def lr_by_group(optimizer: Any) -> list[float]:
-    """The learning rate of each parameter group (for tests and logs)."""
-    return [g["lr"] for g in optimizer.param_groups]

@@ -173,67 +173,17 @@ def plan(
     if method not in ("lora", "qlora"):
         raise ValueError(f"unknown method '{method}' (lora or qlora)")
     if hw.is_cpu:
-        notes = []
-        if method == "qlora" and not bnb_available:
-            notes.append("QLoRA needs bitsandbytes, which is not installed: training LoRA in fp32 instead")
-            method = "lora"
-        batch = 4 if seq_len <= 256 else 2 if seq_len <= 1024 else 1
-        precision = "fp32"
-        if hw.bf16:
-            # bf16 autocast (weights and optimizer stay fp32): ~1.8x faster steps on AMX, same loss to 1e-3.
-            precision = "bf16"
-            notes.append("CPU has bf16 matrix units: mixed precision (bf16 compute, fp32 weights)")
-        # Small effective batch on CPU: few examples per demo; more optimizer steps beat smoother ones.
-        return Plan(
-            device=hw.device,
-            precision=precision,
-            batch_size=batch,
-            grad_accum=1,
-            gradient_checkpointing=False,
-            seq_len=seq_len,
-            method=method,
-            use_cpu=True,
-            notes=notes,
-        )
-
+        return _plan_cpu(hw, seq_len, method, bnb_available)
     precision = "bf16" if hw.bf16 else "fp16"
     notes = [] if hw.bf16 else [f"{hw.device} has no bf16: training in fp16"]
     usable = hw.vram_gb * 0.95  # driver and allocator overhead
     need1 = need_gb(params_b, method, seq_len, 1)
     if need1 > usable:
-        advice = []
-        if method == "lora" and need_gb(params_b, "qlora", seq_len, 1) <= usable:
-            advice.append(
-                f"use QLoRA (--lora.method qlora): needs ~{need_gb(params_b, 'qlora', seq_len, 1):.0f} GB"
-            )
-        for s in (seq_len // 2, seq_len // 4):
-            if s >= 256 and need_gb(params_b, method, s, 1) <= usable:
-                advice.append(
-                    f"shorten sequences (--model.max_seq_length {s}): "
-                    f"needs ~{need_gb(params_b, method, s, 1):.0f} GB"
-                )
-                break
-        smaller = _largest_fitting_model(usable, method, seq_len)
-        if smaller is not None and smaller < params_b:
-            advice.append(f"use a smaller model (<= {smaller:g}B with {method})")
-        if not advice:
-            advice.append("no listed setting fits; use a GPU with more memory")
         return Plan(
-            device=hw.device,
-            precision=precision,
-            batch_size=1,
-            grad_accum=EFFECTIVE_BATCH,
-            gradient_checkpointing=True,
-            seq_len=seq_len,
-            method=method,
-            use_cpu=False,
-            need_gb=need1,
-            vram_gb=hw.vram_gb,
-            fits=False,
-            advice=advice,
-            notes=notes,
+            device=hw.device, precision=precision, batch_size=1, grad_accum=EFFECTIVE_BATCH,
+            gradient_checkpointing=True, seq_len=seq_len, method=method, use_cpu=False, need_gb=need1,
+            vram_gb=hw.vram_gb, fits=False, advice=_advice(params_b, seq_len, method, usable), notes=notes,
         )
-
     act = activation_gb(params_b, seq_len)
     batch = 1
     while batch * 2 <= MAX_BATCH and need1 + (batch * 2 - 1) * act <= usable:
@@ -241,18 +191,45 @@ def plan(
     # Checkpointing off only when the batch at full activation memory (about 4x) still fits comfortably.
     checkpointing = need_gb(params_b, method, seq_len, batch, checkpointing=False) > usable * 0.8
     return Plan(
-        device=hw.device,
-        precision=precision,
-        batch_size=batch,
-        grad_accum=max(1, EFFECTIVE_BATCH // batch),
-        gradient_checkpointing=checkpointing,
-        seq_len=seq_len,
-        method=method,
-        use_cpu=False,
-        need_gb=need_gb(params_b, method, seq_len, batch, checkpointing),
-        vram_gb=hw.vram_gb,
-        notes=notes,
+        device=hw.device, precision=precision, batch_size=batch, grad_accum=max(1, EFFECTIVE_BATCH // batch),
+        gradient_checkpointing=checkpointing, seq_len=seq_len, method=method, use_cpu=False,
+        need_gb=need_gb(params_b, method, seq_len, batch, checkpointing), vram_gb=hw.vram_gb, notes=notes,
     )
+
+
+def _plan_cpu(hw: Hardware, seq_len: int, method: str, bnb_available: bool) -> Plan:
+    notes = []
+    if method == "qlora" and not bnb_available:
+        notes.append("QLoRA needs bitsandbytes, which is not installed: training LoRA in fp32 instead")
+        method = "lora"
+    batch = 4 if seq_len <= 256 else 2 if seq_len <= 1024 else 1
+    precision = "fp32"
+    if hw.bf16:
+        # bf16 autocast (weights and optimizer stay fp32): ~1.8x faster steps on AMX, same loss to 1e-3.
+        precision = "bf16"
+        notes.append("CPU has bf16 matrix units: mixed precision (bf16 compute, fp32 weights)")
+    # Small effective batch on CPU: few examples per demo; more optimizer steps beat smoother ones.
+    return Plan(
+        device=hw.device, precision=precision, batch_size=batch, grad_accum=1, gradient_checkpointing=False,
+        seq_len=seq_len, method=method, use_cpu=True, notes=notes,
+    )
+
+
+def _advice(params_b: float, seq_len: int, method: str, usable: float) -> list[str]:
+    """What to change when batch 1 does not fit: QLoRA, shorter sequences, a smaller model."""
+    advice = []
+    if method == "lora" and need_gb(params_b, "qlora", seq_len, 1) <= usable:
+        advice.append(f"use QLoRA (--lora.method qlora): needs ~{need_gb(params_b, 'qlora', seq_len, 1):.0f} GB")
+    for s in (seq_len // 2, seq_len // 4):
+        if s >= 256 and need_gb(params_b, method, s, 1) <= usable:
+            advice.append(
+                f"shorten sequences (--model.max_seq_length {s}): needs ~{need_gb(params_b, method, s, 1):.0f} GB"
+            )
+            break
+    smaller = _largest_fitting_model(usable, method, seq_len)
+    if smaller is not None and smaller < params_b:
+        advice.append(f"use a smaller model (<= {smaller:g}B with {method})")
+    return advice or ["no listed setting fits; use a GPU with more memory"]
 
 
 def detect_hardware() -> Hardware:

@@ -17,11 +17,11 @@ from typing import Any
 
 from .scene import STATES, Scene
 from .vocab import (
-    CLEANABLE,
-    COOLABLE,
-    HEATABLE,
     LAMPS,
     NOT_PICKUPABLE,
+    TREATMENT_BY_VERB,
+    TREATMENTS,
+    Treatment,
     format_list,
     number_of,
     type_of,
@@ -251,29 +251,22 @@ class HouseholdEnv:
         return o, r
 
     def _heat(self, rest: str) -> str:
-        t = self._treat(rest, "microwave", HEATABLE)
-        if t is None:
-            return NOTHING
-        st = self._states[t[0]]
-        st.discard("cool")
-        st.add("hot")
-        return f"You heat the {t[0]} using the {t[1]}."
+        return self._apply(TREATMENT_BY_VERB["heat"], rest)
 
     def _cool(self, rest: str) -> str:
-        t = self._treat(rest, "fridge", COOLABLE)
+        return self._apply(TREATMENT_BY_VERB["cool"], rest)
+
+    def _clean(self, rest: str) -> str:
+        return self._apply(TREATMENT_BY_VERB["clean"], rest)
+
+    def _apply(self, treatment: Treatment, rest: str) -> str:
+        t = self._treat(rest, treatment.appliance, treatment.objects)
         if t is None:
             return NOTHING
         st = self._states[t[0]]
-        st.discard("hot")
-        st.add("cool")
-        return f"You cool the {t[0]} using the {t[1]}."
-
-    def _clean(self, rest: str) -> str:
-        t = self._treat(rest, "sinkbasin", CLEANABLE)
-        if t is None:
-            return NOTHING
-        self._states[t[0]].add("clean")
-        return f"You clean the {t[0]} using the {t[1]}."
+        st.discard({"hot": "cool", "cool": "hot"}.get(treatment.state, ""))  # heating undoes cooling and back
+        st.add(treatment.state)
+        return f"You {treatment.verb} the {t[0]} using the {t[1]}."
 
     def _use(self, o: str) -> str:
         r = self._loc.get(o)
@@ -318,13 +311,7 @@ class HouseholdEnv:
                 (r := self._loc[lamp]) is not None and self._here(r) and self._otype[lamp] == g.recep
                 for lamp in self._lamp_on
             )
-        need = None
-        if tt == "pick_heat_then_place_in_recep":
-            need = "hot"
-        elif tt == "pick_cool_then_place_in_recep":
-            need = "cool"
-        elif tt == "pick_clean_then_place_in_recep":
-            need = "clean"
+        need = TREATMENTS[tt].state if tt in TREATMENTS else None
         counts: dict[str, int] = {}
         target = g.recep
         for o in self._goal_objs:
@@ -368,10 +355,7 @@ class HouseholdEnv:
             if accessible:
                 cmds.append(f"put {held} in/on {at}" if self.grammar == "2.1.1" else f"move {held} to {at}")
             ht = self._otype[held]
-            if rt == "microwave" and ht in HEATABLE:
-                cmds.append(f"heat {held} with {at}")
-            if rt == "fridge" and ht in COOLABLE:
-                cmds.append(f"cool {held} with {at}")
-            if rt == "sinkbasin" and ht in CLEANABLE:
-                cmds.append(f"clean {held} with {at}")
+            for t in TREATMENTS.values():
+                if rt == t.appliance and ht in t.objects:
+                    cmds.append(f"{t.verb} {held} with {at}")
         return cmds

@@ -26,11 +26,8 @@ from data_prep.react import TASK_TYPES
 
 from .scene import Receptacle, Scene, SceneObject
 from .vocab import (
-    CLEANABLE,
-    COOLABLE,
     GENERIC_TARGETS,
     GOAL_TEMPLATES,
-    HEATABLE,
     NOT_PICKUPABLE,
     OPENABLE_TYPES,
     PLACES,
@@ -38,6 +35,7 @@ from .vocab import (
     ROOM_OBJECTS,
     ROOM_RECEPTACLES,
     ROOM_TASKS,
+    TREATMENTS,
     number_of,
     seen_places,
     type_of,
@@ -59,16 +57,6 @@ _REQUIRED = {
     "living room": ("sidetable", "sofa"),
     "bedroom": ("bed", "sidetable"),
     "bathroom": ("countertop", "sinkbasin", "toilet"),
-}
-_APPLIANCE = {
-    "pick_heat_then_place_in_recep": "microwave",
-    "pick_cool_then_place_in_recep": "fridge",
-    "pick_clean_then_place_in_recep": "sinkbasin",
-}
-_ABLE = {
-    "pick_heat_then_place_in_recep": HEATABLE,
-    "pick_cool_then_place_in_recep": COOLABLE,
-    "pick_clean_then_place_in_recep": CLEANABLE,
 }
 
 
@@ -210,6 +198,19 @@ def _instances(rng: random.Random, present: dict[str, list[str]], rtypes: list[s
     return [rng.choice(present[rng.choice(rtypes)]) for _ in range(k)]
 
 
+@dataclass(frozen=True)
+class _Task:
+    """The drawn task: object type, target (receptacle type, or the lamp), where the objects start."""
+
+    obj: str
+    target: str
+    starts: list[str]
+    lamp: str | None = None
+    lamp_places: tuple[str, ...] = ()
+
+
+# The helpers below draw from ``rng`` in a fixed order (kind, layout, task, task objects, distractors,
+# goal template); reordering any call changes every generated scene.
 def _draw_scene(
     rng: random.Random, task_type: str, per_kind: dict[str, tuple[Layout, ...]], *, unseen: bool
 ) -> Scene | None:
@@ -219,13 +220,31 @@ def _draw_scene(
     for r in layout.receptacles:
         present.setdefault(r.type, []).append(r.name)
 
-    # the task object type, its target and its start places
-    able = _ABLE.get(task_type)
+    task = _draw_task(rng, task_type, kind, present, unseen=unseen)
+    if task is None:
+        return None
+    placed = _place_task_objects(rng, task_type, kind, present, task)
+    placed += _place_distractors(rng, task_type, kind, present, task, unseen=unseen)
+    objects = _name_objects(placed)
+
+    template = rng.choice(GOAL_TEMPLATES[task_type])
+    goal = template.format(obj=task.obj, recep=task.target, lamp=task.target)
+    scene = Scene(task_type, goal, layout.receptacles, tuple(objects))
+    assert all(type_of(o.location) in present for o in scene.objects)
+    return scene
+
+
+def _draw_task(
+    rng: random.Random, task_type: str, kind: str, present: dict[str, list[str]], *, unseen: bool
+) -> _Task | None:
+    """The task object type, its target and its start places; None when the layout cannot host them."""
+    able = TREATMENTS[task_type].objects if task_type in TREATMENTS else None
     candidates = [o for o in ROOM_OBJECTS[kind] if o not in NOT_PICKUPABLE and (able is None or o in able)]
     obj = rng.choice(candidates)
     starts_all = unseen_places(obj) if unseen else seen_places(obj)
     starts_all = tuple(r for r in starts_all if r in present)
     lamp = None
+    lamp_places: list[str] = []
     if task_type == "look_at_obj_in_light":
         lamp = rng.choice(("desklamp", "floorlamp"))
         lamp_places = [r for r in PLACES[lamp] if r in present]
@@ -235,34 +254,50 @@ def _draw_scene(
         starts = list(starts_all)
     else:
         targets = sorted((set(PLACES[obj]) | set(GENERIC_TARGETS[kind])) & set(present))
-        targets = [t for t in targets if t != _APPLIANCE.get(task_type)]
+        targets = [t for t in targets if task_type not in TREATMENTS or t != TREATMENTS[task_type].appliance]
         if not targets:
             return None
         target = rng.choice(targets)
         starts = [r for r in starts_all if r != target]
     if not starts:
         return None
+    return _Task(obj, target, starts, lamp, tuple(lamp_places))
 
-    placed: list[tuple[str, str]] = []  # (object type, receptacle name)
+
+def _place_task_objects(
+    rng: random.Random, task_type: str, kind: str, present: dict[str, list[str]], task: _Task
+) -> list[tuple[str, str]]:
+    """(object type, receptacle name) of the task objects, the task's lamp, and maybe a spare lamp."""
+    placed: list[tuple[str, str]] = []
     n_task = rng.randint(2, 3) if task_type == "pick_two_obj_and_place" else rng.randint(1, 2)
-    placed += [(obj, r) for r in _instances(rng, present, starts, n_task)]
-    if lamp is not None:
-        placed.append((lamp, rng.choice(present[rng.choice(lamp_places)])))
+    placed += [(task.obj, r) for r in _instances(rng, present, task.starts, n_task)]
+    if task.lamp is not None:
+        placed.append((task.lamp, rng.choice(present[rng.choice(task.lamp_places)])))
     elif kind in ("bedroom", "living room") and rng.random() < 0.5:
         extra = rng.choice(("desklamp", "floorlamp"))
         spots = [r for r in PLACES[extra] if r in present]
         if spots:
             placed.append((extra, rng.choice(present[rng.choice(spots)])))
+    return placed
 
-    # distractors: other object types of the room, in their seen places (any place in valid_unseen)
-    others = [o for o in ROOM_OBJECTS[kind] if o != obj]
+
+def _place_distractors(
+    rng: random.Random, task_type: str, kind: str, present: dict[str, list[str]], task: _Task, *, unseen: bool
+) -> list[tuple[str, str]]:
+    """Other object types of the room, in their seen places (any place in valid_unseen)."""
+    placed: list[tuple[str, str]] = []
+    others = [o for o in ROOM_OBJECTS[kind] if o != task.obj]
     for other in rng.sample(others, min(len(others), rng.randint(6, 12))):
         spots = [r for r in (PLACES[other] if unseen else seen_places(other)) if r in present]
         if task_type != "look_at_obj_in_light":
-            spots = [r for r in spots if r != target] or spots
+            spots = [r for r in spots if r != task.target] or spots
         if spots:
             placed += [(other, r) for r in _instances(rng, present, spots, rng.randint(1, 2))]
+    return placed
 
+
+def _name_objects(placed: list[tuple[str, str]]) -> list[SceneObject]:
+    """Number the objects of each type in placing order, then sort them as ALFWorld lists them."""
     counter: dict[str, int] = {}
     objects: list[SceneObject] = []
     for otype, rname in placed:
@@ -270,9 +305,4 @@ def _draw_scene(
         objects.append(SceneObject(f"{otype} {counter[otype]}", rname))
     # ALFWorld-like listing order: by type, higher numbers first
     objects.sort(key=lambda o: (o.type, -number_of(o.name)))
-
-    template = rng.choice(GOAL_TEMPLATES[task_type])
-    goal = template.format(obj=obj, recep=target, lamp=target)
-    scene = Scene(task_type, goal, layout.receptacles, tuple(objects))
-    assert all(type_of(o.location) in present for o in scene.objects)
-    return scene
+    return objects

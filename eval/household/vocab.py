@@ -8,6 +8,7 @@ Everything here is constant data (tuples and read-only mappings), shared by the 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from types import MappingProxyType
 
 RECEPTACLE_TYPES: tuple[str, ...] = (
@@ -29,9 +30,25 @@ LAMPS: frozenset[str] = frozenset({"desklamp", "floorlamp"})
 # Lamps stand where they are: they can be used, not taken.
 NOT_PICKUPABLE: frozenset[str] = LAMPS
 
-HEAT_APPLIANCE = "microwave"
-COOL_APPLIANCE = "fridge"
-CLEAN_APPLIANCE = "sinkbasin"
+
+
+@dataclass(frozen=True)
+class Treatment:
+    """What a heat / cool / clean task does to its object: the command, where, the state it leaves, to what."""
+
+    verb: str  # the command: "heat apple 1 with microwave 1"
+    appliance: str  # the receptacle type it needs
+    state: str  # the state the object then has (examine: "This is a hot apple 1.")
+    objects: frozenset[str]  # object types it works on
+
+
+# The one task -> appliance table; env, generator and expert read it.
+TREATMENTS: Mapping[str, Treatment] = MappingProxyType({
+    "pick_heat_then_place_in_recep": Treatment("heat", "microwave", "hot", HEATABLE),
+    "pick_cool_then_place_in_recep": Treatment("cool", "fridge", "cool", COOLABLE),
+    "pick_clean_then_place_in_recep": Treatment("clean", "sinkbasin", "clean", CLEANABLE),
+})  # fmt: skip
+TREATMENT_BY_VERB: Mapping[str, Treatment] = MappingProxyType({t.verb: t for t in TREATMENTS.values()})
 
 
 def _ro(d: dict[str, tuple[str, ...]]) -> Mapping[str, tuple[str, ...]]:

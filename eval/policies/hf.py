@@ -245,38 +245,12 @@ class HFPolicy:
         A row is ``(cache or None, cache length, new ids)``. The last generated id is never fed.
         """
         import torch
-        from transformers import DynamicCache
 
         b = len(rows)
         lmax = max(n for _, n, _ in rows)
         nmax = max(len(new) for _, _, new in rows)
-        if lmax:
-            ref = next(kv for kv, n, _ in rows if n == lmax)
-            layers = []
-            for layer in range(len(ref)):
-                ks, vs = [], []
-                for kv, n, _ in rows:
-                    shape = list(ref[layer][0].shape)
-                    shape[2] = lmax - n
-                    k = ref[layer][0].new_zeros(shape)
-                    v = ref[layer][1].new_zeros(shape[:3] + [ref[layer][1].shape[3]])
-                    ks.append(torch.cat([k, kv[layer][0]], dim=2) if n else k)
-                    vs.append(torch.cat([v, kv[layer][1]], dim=2) if n else v)
-                layers.append((torch.cat(ks, dim=0), torch.cat(vs, dim=0)))
-            cache = DynamicCache(ddp_cache_data=layers)
-        else:
-            cache = DynamicCache()
-
-        input_ids = torch.full((b, nmax), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((b, lmax + nmax), dtype=torch.long)
-        positions = torch.zeros((b, nmax), dtype=torch.long)
-        for i, (_, n, new) in enumerate(rows):
-            k = len(new)
-            input_ids[i, nmax - k :] = torch.tensor(new, dtype=torch.long)
-            mask[i, lmax - n : lmax] = 1
-            mask[i, lmax + nmax - k :] = 1
-            positions[i, nmax - k :] = torch.arange(n, n + k)
-        next_pos = torch.tensor([n + len(new) for _, n, new in rows], dtype=torch.long)
+        cache = _left_padded_cache(rows, lmax)
+        input_ids, mask, positions, next_pos = _left_padded_inputs(rows, lmax, nmax, self.pad_id)
 
         generated: list[list[int]] = [[] for _ in rows]
         fed = [0] * b
@@ -329,3 +303,43 @@ class HFPolicy:
                 )
                 next_pos = next_pos + 1
         return list(zip(generated, caches, strict=True)), fed
+
+
+def _left_padded_cache(rows: list[tuple[Any, int, list[int]]], lmax: int) -> Any:
+    """One DynamicCache for the batch: each row's cached keys/values left-padded with zeros to ``lmax``."""
+    import torch
+    from transformers import DynamicCache
+
+    if not lmax:
+        return DynamicCache()
+    ref = next(kv for kv, n, _ in rows if n == lmax)
+    layers = []
+    for layer in range(len(ref)):
+        ks, vs = [], []
+        for kv, n, _ in rows:
+            shape = list(ref[layer][0].shape)
+            shape[2] = lmax - n
+            k = ref[layer][0].new_zeros(shape)
+            v = ref[layer][1].new_zeros(shape[:3] + [ref[layer][1].shape[3]])
+            ks.append(torch.cat([k, kv[layer][0]], dim=2) if n else k)
+            vs.append(torch.cat([v, kv[layer][1]], dim=2) if n else v)
+        layers.append((torch.cat(ks, dim=0), torch.cat(vs, dim=0)))
+    return DynamicCache(ddp_cache_data=layers)
+
+
+def _left_padded_inputs(rows: list[tuple[Any, int, list[int]]], lmax: int, nmax: int, pad_id: int) -> tuple[Any, ...]:
+    """(input_ids, attention mask over cache + new ids, position ids, each row's next position)."""
+    import torch
+
+    b = len(rows)
+    input_ids = torch.full((b, nmax), pad_id, dtype=torch.long)
+    mask = torch.zeros((b, lmax + nmax), dtype=torch.long)
+    positions = torch.zeros((b, nmax), dtype=torch.long)
+    for i, (_, n, new) in enumerate(rows):
+        k = len(new)
+        input_ids[i, nmax - k :] = torch.tensor(new, dtype=torch.long)
+        mask[i, lmax - n : lmax] = 1
+        mask[i, lmax + nmax - k :] = 1
+        positions[i, nmax - k :] = torch.arange(n, n + k)
+    next_pos = torch.tensor([n + len(new) for _, n, new in rows], dtype=torch.long)
+    return input_ids, mask, positions, next_pos

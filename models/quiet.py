@@ -1,0 +1,33 @@
+"""Dependency log lines that mean nothing to our users, dropped at the logger that emits them.
+
+Each entry names one logger and the start of one message; everything else those loggers say still shows.
+Entry points (the train scripts, eval, deploy) call :func:`quiet_dependency_noise` once at start.
+"""
+
+from __future__ import annotations
+
+import logging
+
+KNOWN_NOISE: dict[str, tuple[str, ...]] = {
+    # bitsandbytes on AVX512-BF16 CPUs tries to fetch an inference kernel from the Hugging Face Hub through
+    # the optional `kernels` package. We train 4-bit layers in their trainable layout (train.backend) and
+    # never download at run time, so its absence changes nothing.
+    "bitsandbytes.backends.cpu.ops": ("Failed to load CPU gemm_4bit_forward from kernels-community",),
+}
+
+
+class _DropKnown(logging.Filter):
+    def __init__(self, prefixes: tuple[str, ...]) -> None:
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.prefixes)
+
+
+def quiet_dependency_noise() -> None:
+    """Install the filters (idempotent; works before the dependency is imported)."""
+    for name, prefixes in KNOWN_NOISE.items():
+        log = logging.getLogger(name)
+        if not any(isinstance(f, _DropKnown) for f in log.filters):
+            log.addFilter(_DropKnown(prefixes))
