@@ -7,8 +7,9 @@
 #   ./quick_start.sh test [pytest args]   run the test suite (e.g. -m "not slow")
 #   ./quick_start.sh doctor     what this machine trains with and what is missing (alias: check)
 #   ./quick_start.sh react|roleplay|qa [script args]   train a scenario (train/*.py)
-#   ./quick_start.sh eval [args]          python -m eval.react_eval ...
-#   ./quick_start.sh export [args]        python -m deploy.export ...
+#   ./quick_start.sh eval [RUN]           score a run (latest by default); or eval --policy ... for eval.react_eval
+#   ./quick_start.sh export [RUN]         GGUF + Modelfile of a run (latest); or export --run ... for deploy.export
+#   ./quick_start.sh chat [RUN]           chat with a run: its GGUF, merged folder or adapter, whichever exists
 #
 # Add --colab (or run inside Google Colab) to install into the current Python instead of .venv.
 set -euo pipefail
@@ -111,24 +112,108 @@ run_tests() {
     run_py -m pytest "$@"
 }
 
+# -- the menu and the entries that act on a run -------------------------------------------------------
+is_tty() { [ -t 0 ]; }
+
+# ask "question" default -> the answer (the default when stdin is not a terminal or the answer is empty)
+ask() {
+    local answer=""
+    if is_tty; then read -r -p "$1 [$2]: " answer || true; fi
+    echo "${answer:-$2}"
+}
+
+latest_run() {  # newest run folder that has an adapter
+    local d
+    d="$(ls -1dt runs/*/adapter 2>/dev/null | head -n 1 || true)"
+    if [ -n "$d" ]; then dirname "$d"; fi
+}
+
+# run "cmd" ...: print the exact command, then run it (so users learn the scripts)
+show_run() {
+    local shown=("$@")
+    if [ "${shown[0]}" = run_py ]; then shown[0]=python; fi
+    echo "+ ${shown[*]}"
+    "$@"
+}
+
+need_run() {
+    local run="${1:-}"
+    if [ -z "$run" ]; then
+        echo "no run folder with an adapter under runs/; train one first (e.g. ./quick_start.sh demo)" >&2
+        return 2
+    fi
+    if [ ! -d "$run" ]; then echo "$run: no such run folder" >&2; return 2; fi
+}
+
+run_field() {  # run_field RUN model|kind: the base model a run trained, or its scenario kind (react|roleplay|qa)
+    "$PY" -c "import sys, yaml; from models.generate import scenario_kind
+c = yaml.safe_load(open(sys.argv[1]))
+print(c['model']['name'] if sys.argv[2] == 'model' else scenario_kind(c['run']['scenario']) or '')" "$1/config.yaml" "$2"
+}
+
+eval_run() {
+    local run
+    run="$(ask "run to evaluate" "${1:-$(latest_run)}")"
+    need_run "$run" || return $?
+    if [ "$(run_field "$run" kind)" != react ]; then
+        show_run run_py -m eval.chat_eval --model "$(run_field "$run" model)" --adapter "$run/adapter" \
+            --data "$run/data/test.jsonl" --out "$run/eval" "${@:2}"
+    else
+        local split
+        split="$(ask "split (valid_seen | valid_unseen)" valid_unseen)"
+        show_run run_py -m eval.react_eval --policy hf --model "$(run_field "$run" model)" --adapter "$run/adapter" \
+            --split "$split" --out "$run/eval/$split" "${@:2}"
+    fi
+}
+
+export_run() {
+    local run quant
+    run="$(ask "run to export" "${1:-$(latest_run)}")"
+    need_run "$run" || return $?
+    quant="$(ask "GGUF types (comma list)" "q8_0")"
+    show_run run_py -m deploy.export --run "$run" --quant "$quant" "${@:2}"
+}
+
+chat_run() {  # the run's GGUF (llama.cpp) when exported, else its merged folder, else its adapter
+    local run model
+    run="$(ask "run to chat with" "${1:-$(latest_run)}")"
+    need_run "$run" || return $?
+    model="$(ls -1 "$run"/export/*.gguf 2>/dev/null | grep -v '\.failed\.gguf$' | head -n 1 || true)"
+    if [ -z "$model" ] && [ -f "$run/export/merged/config.json" ]; then model="$run/export/merged"; fi
+    if [ -z "$model" ]; then model="$run/adapter"; fi
+    show_run run_py -m deploy.chat "$model" "${@:2}"
+}
+
+train_entry() {  # script: ask only for the preset, defaulting to the one the planner would pick here
+    local script="$1" default="$2" preset
+    preset="$(ask "preset (configs/)" "$default")"
+    show_run run_py "$script" --preset "$preset"
+}
+
+cpu_or() { if have_gpu; then echo "$1"; else echo "$2"; fi; }
+
 menu() {
-    echo "unsloth-recipes"
-    PS3="Choose (number): "
-    select choice in "setup" "demo (CPU, offline)" "test" "train ReAct agent" "train roleplay" "train domain QA" "eval ReAct (expert)" "check environment" "quit"; do
-        case "$REPLY" in
-            1) setup ;;
-            2) demo ;;
-            3) run_tests ;;
-            4) setup; run_py train/react_7b.py ;;
-            5) setup; run_py train/roleplay_0_5b.py ;;
-            6) setup; run_py train/domain_qa.py ;;
-            7) setup; run_py -m eval.react_eval --policy expert --split valid_unseen --out runs/eval-expert ;;
-            8) setup; run_py -m train.env_check ;;
-            9) exit 0 ;;
-            *) echo "pick 1-9" ;;
-        esac
-        break
-    done
+    setup
+    echo "unsloth-recipes — $(run_py -c 'from train.backend import choose; i = choose(); print(f"backend {i.name}: {i.reason}")' 2>/dev/null)"
+    echo " 1) ReAct agent (7B)       4) Evaluate a run         7) Demo (offline, CPU)"
+    echo " 2) Roleplay (0.5B)        5) Export to GGUF/Ollama  8) Run tests"
+    echo " 3) Domain QA              6) Chat with a run        9) Environment check"
+    echo " q) quit"
+    local choice
+    if is_tty; then read -r -p "Choose: " choice || choice=q; else read -r choice || choice=q; fi
+    case "$choice" in
+        1) train_entry train/react_7b.py "$(cpu_or react_7b cpu)" ;;
+        2) train_entry train/roleplay_0_5b.py "$(cpu_or roleplay_0_5b cpu_demo)" ;;
+        3) train_entry train/domain_qa.py "$(cpu_or domain_qa cpu)" ;;
+        4) eval_run ;;
+        5) export_run ;;
+        6) chat_run ;;
+        7) demo ;;
+        8) run_tests ;;
+        9) show_run run_py -m train.env_check ;;
+        q|quit|"") return 0 ;;
+        *) echo "pick 1-9 or q" >&2; return 2 ;;
+    esac
 }
 
 cmd="${1:-}"
@@ -142,8 +227,9 @@ case "$cmd" in
     react) setup; run_py train/react_7b.py "$@" ;;
     roleplay) setup; run_py train/roleplay_0_5b.py "$@" ;;
     qa) setup; run_py train/domain_qa.py "$@" ;;
-    eval) setup; run_py -m eval.react_eval "$@" ;;
-    export) setup; run_py -m deploy.export "$@" ;;
-    -h|--help|help) sed -n '2,13p' "$0" ;;
+    eval) setup; if [ "${1:-}" = "--policy" ]; then run_py -m eval.react_eval "$@"; else eval_run "$@"; fi ;;
+    export) setup; if [ "${1:-}" = "--run" ] || [ "${1:-}" = "--adapter" ]; then run_py -m deploy.export "$@"; else export_run "$@"; fi ;;
+    chat) setup; chat_run "$@" ;;
+    -h|--help|help) sed -n '2,14p' "$0" ;;
     *) echo "unknown command '$cmd'; run ./quick_start.sh help" >&2; exit 2 ;;
 esac
