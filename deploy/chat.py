@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -19,7 +20,9 @@ from models.generate import Sampling
 
 
 class Chatter(Protocol):
-    def reply(self, messages: list[dict[str, str]]) -> str: ...
+    def reply(self, messages: list[dict[str, str]], on_text: Callable[[str], None] | None = None) -> str:
+        """The next reply; ``on_text`` gets its text piece by piece as it is generated (streaming)."""
+        ...
 
 
 class HFChatter:
@@ -40,10 +43,10 @@ class HFChatter:
         self.max_new_tokens = max_new_tokens
         self.sampling = Sampling(temperature)
 
-    def reply(self, messages: list[dict[str, str]]) -> str:
+    def reply(self, messages: list[dict[str, str]], on_text: Callable[[str], None] | None = None) -> str:
         from models.generate import generate_reply
 
-        return generate_reply(self.model, self.tok, messages, self.max_new_tokens, self.sampling)
+        return generate_reply(self.model, self.tok, messages, self.max_new_tokens, self.sampling, on_text=on_text)
 
 
 class GGUFChatter:
@@ -57,15 +60,25 @@ class GGUFChatter:
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature
 
-    def reply(self, messages: list[dict[str, str]]) -> str:
+    def reply(self, messages: list[dict[str, str]], on_text: Callable[[str], None] | None = None) -> str:
         # llama-cpp-python renders the chat template stored in the GGUF (the training template).
-        res = self.llm.create_chat_completion(
+        chunks = self.llm.create_chat_completion(
             messages=messages,
             max_tokens=self.max_new_tokens,
             temperature=self.temperature,
             top_k=1 if self.temperature == 0 else 40,
+            stream=True,
         )
-        return (res["choices"][0]["message"]["content"] or "").strip()
+        pieces: list[str] = []
+        for chunk in chunks:
+            piece = chunk["choices"][0]["delta"].get("content") or ""
+            if piece and not pieces:
+                piece = piece.lstrip()  # the reply is stripped, as before streaming
+            if piece:
+                pieces.append(piece)
+                if on_text is not None:
+                    on_text(piece)
+        return "".join(pieces).strip()
 
 
 def open_model(
@@ -112,29 +125,37 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.system is None:
         args.system = trained_system(args.model)
-    interactive = sys.stdin.isatty()
-    history: list[dict[str, str]] = [{"role": "system", "content": args.system}] if args.system else []
+    return chat_loop(chatter, args.system, interactive=sys.stdin.isatty())
+
+
+HELP = "type a message; /reset clears the history, /system TEXT sets the system prompt, /exit quits"
+
+
+def chat_loop(chatter: Chatter, system: str | None, *, interactive: bool) -> int:
+    """Multi-turn chat over stdin. ``/reset``, ``/system TEXT`` and ``/exit`` (also bare ``reset``/``exit``)."""
+    history: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
     if interactive:
-        print("type a message; 'reset' clears the history, 'exit' quits", file=sys.stderr)
+        print(HELP, file=sys.stderr)
     while True:
         if interactive:
             print("you> ", end="", flush=True, file=sys.stderr)
         line = sys.stdin.readline()
         if not line:
-            break
-        text = line.rstrip("\n")
-        if text.strip() == "exit":
-            break
-        if text.strip() == "reset":
-            history = history[:1] if args.system else []
-            continue
-        if not text.strip():
-            continue
-        history.append({"role": "user", "content": text})
-        answer = chatter.reply(history)
-        history.append({"role": "assistant", "content": answer})
-        print(f"assistant> {answer}", flush=True)
-    return 0
+            return 0
+        text = line.strip()
+        command, _, arg = text.partition(" ")
+        if command in ("/exit", "exit", "/quit"):
+            return 0
+        if command in ("/reset", "reset"):
+            history = history[:1] if history and history[0]["role"] == "system" else []
+        elif command == "/system":
+            history = [{"role": "system", "content": arg}] if arg else []  # a new persona starts a new chat
+        elif text:
+            history.append({"role": "user", "content": text})
+            print("assistant> ", end="", flush=True)
+            answer = chatter.reply(history, on_text=lambda piece: print(piece, end="", flush=True))
+            print(flush=True)
+            history.append({"role": "assistant", "content": answer})
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ Sampled replies take a seed, so a run's samples (and base vs tuned comparisons) 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,9 +104,12 @@ def _decoding_kwargs(sampling: Sampling) -> dict[str, Any]:
 
 def generate_reply(
     model: Any, tokenizer: Any, messages: list[dict[str, Any]], max_new_tokens: int,
-    sampling: Sampling = GREEDY, seed: int = 0,
+    sampling: Sampling = GREEDY, seed: int = 0, on_text: Callable[[str], None] | None = None,
 ) -> str:
-    """The assistant's next reply to ``messages`` (rendered with the chat template, generation prompt on)."""
+    """The assistant's next reply to ``messages`` (rendered with the chat template, generation prompt on).
+
+    ``on_text`` receives the reply's text piece by piece while it is generated (a chat that streams).
+    """
     import torch
 
     from data_prep.render import render_prompt
@@ -125,9 +129,39 @@ def generate_reply(
                 max_new_tokens=max_new_tokens,
                 eos_token_id=stops,
                 pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0],
+                streamer=_Streamer(tokenizer, on_text) if on_text is not None else None,
                 **_decoding_kwargs(sampling),
             )
     finally:
         if was_training:
             model.train()
     return tokenizer.decode(out[0, len(ids) :], skip_special_tokens=True, clean_up_tokenization_spaces=False).strip()
+
+
+class _Streamer:
+    """transformers' streamer protocol (``put`` / ``end``): decodes the new tokens so far, hands on the new text.
+
+    Decoding the whole reply each time (not token by token) keeps multi-byte characters whole.
+    """
+
+    def __init__(self, tokenizer: Any, on_text: Callable[[str], None]) -> None:
+        self.tokenizer, self.on_text = tokenizer, on_text
+        self.ids: list[int] = []
+        self.prompt_seen = False
+        self.shown = ""
+
+    def put(self, value: Any) -> None:
+        if not self.prompt_seen:  # generate() first puts the prompt
+            self.prompt_seen = True
+            return
+        self.ids.extend(int(t) for t in value.reshape(-1).tolist())
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True, clean_up_tokenization_spaces=False).lstrip()
+        if text.startswith(self.shown) and not text.endswith("\ufffd") and len(text) > len(self.shown):
+            self.on_text(text[len(self.shown):])
+            self.shown = text
+
+    def end(self) -> None:
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True, clean_up_tokenization_spaces=False).strip()
+        if text.startswith(self.shown) and len(text) > len(self.shown):
+            self.on_text(text[len(self.shown):])
+

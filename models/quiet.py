@@ -26,7 +26,17 @@ class _DropKnown(logging.Filter):
 
 
 def quiet_dependency_noise() -> None:
-    """Install the filters (idempotent; works before the dependency is imported)."""
+    """Install the filters (idempotent; works before the dependency is imported). In a log (stderr is no
+    terminal), transformers' per-file "Loading weights" bars are turned off: they only flood the log."""
+    import os
+    import sys
+
+    if not sys.stderr.isatty():
+        # Read by transformers when it is imported; never import it here (Unsloth must come first).
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        hf_logging = sys.modules.get("transformers.utils.logging")
+        if hf_logging is not None:
+            hf_logging.disable_progress_bar()
     for name, prefixes in KNOWN_NOISE.items():
         log = logging.getLogger(name)
         if not any(isinstance(f, _DropKnown) for f in log.filters):
