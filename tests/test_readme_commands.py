@@ -22,7 +22,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", ROOT / "train" / "README.md"]
 TRAIN_SCRIPTS = {"train/react_7b.py", "train/roleplay_0_5b.py", "train/domain_qa.py"}
-QUICK_START = {"setup", "demo", "test", "doctor", "check", "react", "roleplay", "qa", "eval", "export", "help"}
+QUICK_START = {"setup", "demo", "test", "doctor", "check", "react", "roleplay", "qa", "eval", "export", "chat", "help"}
 
 
 def _fenced_lines(text: str) -> list[str]:
