@@ -89,7 +89,11 @@ setup() {
 # pip, minus the machine's notes about absent mirror folders; keeps pip's exit code.
 pip_quiet() { "$@" 2>&1 | { grep -v "^WARNING: Location 'file:" || true; }; }
 
-run_py() { OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" "$PY" "$@"; }
+# In a log (stderr is no terminal) progress bars redraw at most every 30 s, so they do not flood it.
+run_py() {
+    if [ ! -t 2 ]; then export TQDM_MININTERVAL="${TQDM_MININTERVAL:-30}" HF_HUB_DISABLE_PROGRESS_BARS=1; fi
+    OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" "$PY" "$@"
+}
 
 demo() {
     setup

@@ -34,6 +34,7 @@ def quiet_dependency_noise() -> None:
     if not sys.stderr.isatty():
         # Read by transformers when it is imported; never import it here (Unsloth must come first).
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TQDM_MININTERVAL", "30")  # read by tqdm at import: a redraw per 30 s at most
         hf_logging = sys.modules.get("transformers.utils.logging")
         if hf_logging is not None:
             hf_logging.disable_progress_bar()
