@@ -26,12 +26,13 @@ QUICK_START = {"setup", "demo", "test", "doctor", "check", "react", "roleplay", 
 
 
 def _fenced_lines(text: str) -> list[str]:
-    lines, inside = [], False
+    lines, inside, shell = [], False, False
     for line in text.splitlines():
         if line.startswith("```"):
-            inside = not inside and line.strip() in ("```bash", "```sh", "```")
+            inside = not inside
+            shell = inside and line.strip() in ("```bash", "```sh", "```")  # not ```json, ```text, ...
             continue
-        if inside:
+        if shell:
             lines.append(line)
     joined = "\n".join(lines).replace("\\\n", " ")
     return [ln.split(" #")[0].strip() for ln in joined.splitlines()]

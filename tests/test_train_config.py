@@ -280,3 +280,9 @@ def test_unknown_bare_flag_gets_a_did_you_mean(flag, hint):
     cfg = apply_overrides(TrainConfig(), [flag, "1"])
     with pytest.raises(ConfigError, match=rf"did you mean '{re.escape(hint)}'"):
         validate_sft_keys(cfg.sft, origin="command line")
+
+
+def test_a_comma_string_fills_a_list_field_that_defaults_to_none():
+    cfg = apply_overrides(TrainConfig(), ["--data.dataset", "fish_care", "--data.inputs", "a.jsonl,b.jsonl"])
+    assert cfg.data.dataset == ["fish_care"] and cfg.data.inputs == ["a.jsonl", "b.jsonl"]
+    assert apply_overrides(TrainConfig(), ["--data.dataset", "[x, y]"]).data.dataset == ["x", "y"]

@@ -156,6 +156,8 @@ def set_path(cfg: TrainConfig, path: str, value: Any, origin: str = "override") 
     names = {f.name: f for f in dataclasses.fields(obj)}
     if key not in names:
         raise ConfigError(f"{origin}: unknown field '{path}'; {section} has: {', '.join(sorted(names))}")
+    if isinstance(value, str) and "list[" in str(names[key].type):  # a list field unset by default (None)
+        value = [v for v in value.split(",") if v]
     value = _coerce(value, getattr(obj, key), path, origin)
     if path == "lora.target_modules":
         value = lora_targets(value, origin)
