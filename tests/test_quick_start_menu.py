@@ -3,9 +3,9 @@ then export and chat on the demo's run, each entry's defaults accepted with Ente
 
 from __future__ import annotations
 
+import io
 import os
 import re
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,11 +15,14 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
-def _menu(choice: str, timeout: int = 300):
+NOISE = ("Warning", "warn(", "kernels-community", "Traceback", "deprecated")  # what a clean terminal lacks
+
+
+def _menu(choice: str, timeout: int = 300, transcript: io.StringIO | None = None):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TERM": "dumb"}
     child = pexpect.spawn("./quick_start.sh", cwd=str(ROOT), env=env, encoding="utf-8", timeout=timeout,
                           dimensions=(50, 200))
-    child.logfile_read = sys.stdout  # shows in pytest's captured output on failure
+    child.logfile_read = transcript if transcript is not None else io.StringIO()
     child.expect("Choose: ")
     child.sendline(choice)
     return child
@@ -34,12 +37,15 @@ def test_menu_doctor_then_demo_then_export_and_chat():
     child.close()
     assert child.exitstatus == 0
 
-    child = _menu("7", timeout=1200)
+    demo = io.StringIO()
+    child = _menu("7", timeout=1200, transcript=demo)
     child.expect(r"==> done: (runs/demo-\d{8}-\d{6})")
     run = child.match.group(1)
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 0
+    noisy = [line for line in demo.getvalue().splitlines() if any(n in line for n in NOISE)]
+    assert not noisy, noisy  # the demo's terminal: no warnings that mean nothing to a user
 
     child = _menu("5")
     child.expect(rf"run to export \[{re.escape(run)}\]: ")
