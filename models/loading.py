@@ -54,9 +54,8 @@ def load_model(name: str, adapter: str | Path | None = None, *, dtype: str = "fl
     The adapter folder's own tokenizer (saved by training with its chat template) wins over the base's.
     """
     model = load_causal_lm(name, adapter, dtype=dtype, merge=merge)
-    tokenizer = load_tokenizer(name)
     if adapter and (Path(adapter) / "tokenizer_config.json").is_file():
         from transformers import AutoTokenizer
 
-        tokenizer = fix_tokenizer(AutoTokenizer.from_pretrained(str(adapter)), None)
-    return model, tokenizer
+        return model, fix_tokenizer(AutoTokenizer.from_pretrained(str(adapter)), None)
+    return model, load_tokenizer(name)

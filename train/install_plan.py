@@ -56,7 +56,7 @@ def plan(torch_installed: str | None, *, colab: bool, gpu: bool) -> list[str]:
     return reqs
 
 
-def explain(torch_installed: str | None, reqs: list[str], *, colab: bool, gpu: bool) -> str:
+def explain(torch_installed: str | None, reqs: list[str], *, gpu: bool) -> str:
     kept = not any(r.startswith("torch==") for r in reqs)
     parts = [f"keeping the notebook's torch {torch_installed}" if kept else f"torch {TORCH}"]
     if gpu and not any(r.startswith("xformers") for r in reqs):
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     current = args.torch if args.torch is not None else installed("torch")
     reqs = plan(current, colab=args.colab, gpu=args.gpu)
-    print(explain(current, reqs, colab=args.colab, gpu=args.gpu), file=sys.stderr)
+    print(explain(current, reqs, gpu=args.gpu), file=sys.stderr)
     print("\n".join(reqs))
     return 0
 

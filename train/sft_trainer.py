@@ -6,11 +6,11 @@ Import it only after :func:`train.backend.activate` (it imports TRL).
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from trl import SFTTrainer
 
+from models.quiet import drop_known_log_lines
 from train.data import IGNORE_INDEX
 from train.metrics import Counters
 
@@ -19,32 +19,12 @@ class AllMaskedBatchError(RuntimeError):
     """A training batch had no supervised token."""
 
 
-class _DropKnownSafeWarning(logging.Filter):
-    """TRL warns that padding-free needs flash-attention. With transformers >= 5, sdpa/eager build a
-    block-diagonal causal mask from the reset position_ids, so sequences stay isolated
-    (tests/test_train_packing.py checks packed loss == unpacked loss)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        msg = record.getMessage()
-        return not (
-            "Padding-free training is enabled, but the attention implementation" in msg
-            or "You are using packing, but the attention implementation" in msg
-        )
-
-
-def quiet_known_trl_warnings() -> None:
-    """Drop TRL's padding-free warning that does not apply here (idempotent)."""
-    log = logging.getLogger("trl.trainer.sft_trainer")
-    if not any(isinstance(f, _DropKnownSafeWarning) for f in log.filters):
-        log.addFilter(_DropKnownSafeWarning())
-
-
 class RecipeTrainer(SFTTrainer):
     """SFTTrainer that counts trained/supervised tokens and refuses batches whose labels are all masked."""
 
     def __init__(self, *args: Any, counters: Counters, **kwargs: Any) -> None:
         self.counters = counters
-        quiet_known_trl_warnings()
+        drop_known_log_lines()
         super().__init__(*args, **kwargs)
 
     def compute_loss(
