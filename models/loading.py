@@ -35,7 +35,8 @@ def load_causal_lm(
 
     if dtype not in ("float32", "bfloat16", "float16"):
         raise ValueError(f"dtype must be float32, bfloat16 or float16, got {dtype!r}")
-    model = AutoModelForCausalLM.from_pretrained(resolve_source(name), dtype=getattr(torch, dtype))
+    source = resolve_source(name)
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, dtype), **_attention_kwargs(source))
     if adapter:
         adapter_dir = Path(adapter)
         if not (adapter_dir / "adapter_config.json").is_file():
@@ -46,6 +47,16 @@ def load_causal_lm(
         if merge:
             model = model.merge_and_unload()
     return model.eval()
+
+
+def _attention_kwargs(source: str) -> dict[str, str]:
+    """Eager attention for models whose attention logits are soft-capped (Gemma 2): transformers' sdpa path
+    drops the cap, and the reference must compute what llama.cpp and the model's authors do."""
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.from_pretrained(source)
+    cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+    return {"attn_implementation": "eager"} if getattr(cfg, "attn_logit_softcapping", None) else {}
 
 
 def load_model(name: str, adapter: str | Path | None = None, *, dtype: str = "float32", merge: bool = False) -> Any:

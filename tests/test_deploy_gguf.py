@@ -118,6 +118,7 @@ def test_gguf_metadata_and_layout(tiny_run) -> None:
     assert fields["general.architecture"] == arch
     # transformers loads the qwen2 tiny tokenizer as Qwen2Tokenizer, which brings the Qwen2 regex.
     assert fields["tokenizer.ggml.pre"] == ("qwen2" if case == "qwen2" else "smollm")
+    assert fields["tokenizer.ggml.model"] == "gpt2" and "tokenizer.ggml.scores" not in fields  # BPE
     assert fields["tokenizer.chat_template"] == tok.chat_template
     assert fields["tokenizer.ggml.add_bos_token"] is False
     assert fields["tokenizer.ggml.eos_token_id"] == tok.eos_token_id

@@ -5,16 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from test_template_corpus import CORPUS_DIR, corpus_tokenizer, hf_text
 from tiny import TEMPLATES_DIR, make_tokenizer
 
-from deploy.gotemplate import GoTemplate, TemplateError, render_ollama
+from deploy.chat_structure import derive_structure
+from deploy.gotemplate import GoTemplate, TemplateError, collate, ollama_values, render_ollama
 from deploy.modelfile import (
+    SAMPLE_TOOLS,
     build_modelfile,
+    canonical_json,
     check_system_prompt,
-    detect_format,
-    expected_text,
+    gguf_chat_template,
     go_template,
     parse_modelfile,
+    render_ollama_tools,
     write_modelfile,
 )
 from deploy.tokenizer_gguf import build_vocab
@@ -50,14 +54,13 @@ CONVERSATIONS = {
 @pytest.mark.parametrize("template", ["smollm2", "qwen2_5", "llama3", "mistral"])
 def test_template_matches_apply_chat_template(template: str, conv: str, add_bos: bool) -> None:
     tok = make_tokenizer(template)
-    fmt = detect_format(tok)
-    go = go_template(fmt, add_bos)
+    st = derive_structure(tok)
     msgs = CONVERSATIONS[conv]
-    got = render_ollama(go, msgs)
-    if add_bos and fmt.bos_text:
-        got = fmt.bos_text + got  # llama.cpp adds the BOS token itself
+    got = render_ollama(go_template(st, add_bos), msgs)
+    if add_bos:
+        got = st.bos_text + got  # llama.cpp adds the BOS token itself
     if msgs[-1]["role"] == "assistant":  # Ollama leaves the last assistant turn open (prefill)
-        want = expected_text(tok, msgs, False, fmt)
+        want = tok.apply_chat_template(msgs, tokenize=False, continue_final_message=True)
     else:
         want = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
     assert got == want
@@ -67,10 +70,10 @@ def test_template_matches_apply_chat_template(template: str, conv: str, add_bos:
 def test_modelfile_system_is_injected_like_a_system_message(template: str) -> None:
     """Ollama prepends the Modelfile SYSTEM as a system message; the result equals training with that system."""
     tok = make_tokenizer(template)
-    fmt = detect_format(tok)
+    st = derive_structure(tok)
     system = 'You are a household robot. Say "done" when finished.'
     msgs = CONVERSATIONS["multi_turn"]
-    got = fmt.bos_text + render_ollama(go_template(fmt, True), msgs, system=system)
+    got = st.bos_text + render_ollama(go_template(st, True), msgs, system=system)
     assert got == tok.apply_chat_template(
         [{"role": "system", "content": system}, *msgs], tokenize=False, add_generation_prompt=True
     )
@@ -78,23 +81,32 @@ def test_modelfile_system_is_injected_like_a_system_message(template: str) -> No
 
 def test_default_system_prompts_are_read_from_the_template() -> None:
     assert (
-        detect_format(make_tokenizer("smollm2")).default_system
+        derive_structure(make_tokenizer("smollm2")).default_system
         == "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
     )
     assert (
-        detect_format(make_tokenizer("qwen2_5")).default_system
+        derive_structure(make_tokenizer("qwen2_5")).default_system
         == "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
     )
-    assert detect_format(make_tokenizer("llama3")).default_system is None
+    assert derive_structure(make_tokenizer("llama3")).default_system is None
 
 
-def test_family_comes_from_the_template_not_the_name() -> None:
+def test_structure_comes_from_the_template_not_the_name() -> None:
     tok = make_tokenizer("llama3")  # Llama-3 special tokens, but trained with a ChatML template
     tok.chat_template = (TEMPLATES_DIR / "qwen2_5.jinja").read_text()
-    assert detect_format(tok).family == "chatml"
+    assert derive_structure(tok).generation == "<|im_end|>\n<|im_start|>assistant\n"
+    # an unknown plain-text format is translated like any other
     tok.chat_template = "{% for m in messages %}### {{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
-    with pytest.raises(ValueError, match="not recognised"):
-        detect_format(tok)
+    spec = build_modelfile(tok, "m.gguf", add_bos=False, end_of_turn=[])
+    assert render_ollama(spec.template, CONVERSATIONS["multi_turn"]) == tok.apply_chat_template(
+        CONVERSATIONS["multi_turn"], tokenize=False, add_generation_prompt=True
+    )
+    assert "### user:" in spec.stops  # a format without special tokens stops at the next turn's opener
+    # numbered turns cannot be written as a TEMPLATE: a one-line refusal, not a traceback
+    tok.chat_template = "{% for m in messages %}{{ loop.index }}. {{ m['content'] }}\n{% endfor %}"
+    with pytest.raises(ValueError, match="differently by position") as err:
+        build_modelfile(tok, "m.gguf", add_bos=False, end_of_turn=[])
+    assert "\n" not in str(err.value)
 
 
 @pytest.mark.parametrize("template", ["smollm2", "qwen2_5", "llama3", "mistral"])
@@ -163,3 +175,170 @@ def test_go_template_emulator_semantics() -> None:
         GoTemplate("{{ if .A }}x").execute({})
     with pytest.raises(TemplateError):
         GoTemplate('{{ eq 1 "1" }}').execute({})  # Go refuses to compare different kinds
+
+
+# ---------------------------------------------------------------- real templates with a twist (tests/fixtures/chat_templates)
+
+
+def _corpus(name: str) -> object:
+    return corpus_tokenizer(CORPUS_DIR / f"{name}.json")
+
+
+def _checked(tok: object, system: bool = True) -> str:
+    """build_modelfile's TEMPLATE, re-checked here against apply_chat_template on every sample chat."""
+    spec = build_modelfile(tok, "m.gguf", add_bos=False, end_of_turn=[])
+    st = derive_structure(tok)
+    for name, msgs in CONVERSATIONS.items():
+        if system or msgs[0]["role"] != "system":
+            assert render_ollama(spec.template, msgs) == hf_text(tok, msgs, "", st.system == "unsupported"), (
+                name
+            )
+    return spec.template
+
+
+def test_llama31_date_header_is_rendered_once_as_in_training() -> None:
+    tok = _corpus("meta-llama--Llama-3.1-8B-Instruct")
+    st = derive_structure(tok)
+    header = "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n"
+    assert st.system == "block" and st.system_open.endswith(header) and header in st.lead
+    template = _checked(tok)
+    out = render_ollama(template, CONVERSATIONS["multi_turn_system"])
+    assert "<|eot_id|><|eot_id|>" not in out and out.count("Today Date: 26 Jul 2024") == 1
+    assert any("26 Jul 2024" in n for n in build_modelfile(tok, "m", add_bos=True, end_of_turn=[]).notes)
+
+
+def test_llama2_sys_block_is_merged_into_the_first_user_turn() -> None:
+    tok = _corpus("meta-llama--Llama-2-7b-chat-hf")
+    st = derive_structure(tok)
+    assert (st.system, st.system_open, st.system_close) == (
+        "first_user",
+        "<s>[INST] <<SYS>>\n",
+        "\n<</SYS>>\n\n",
+    )
+    assert st.assistant_after_user == " [/INST] " and st.user_after_assistant == " </s><s>[INST] "
+    _checked(tok)
+    with_bos = build_modelfile(tok, "m", add_bos=True, end_of_turn=["</s>"])
+    out = render_ollama(with_bos.template, CONVERSATIONS["multi_turn"])
+    assert out.startswith("[INST] ") and out.count("<s>[INST]") == 2  # only the first BOS is llama.cpp's
+    assert with_bos.stops[0] == "</s>"
+
+
+@pytest.mark.parametrize(
+    "name, system, close",
+    [
+        ("google--gemma-3-270m-it", "first_user", "\n\n"),  # Gemma 3 merges the system prompt itself
+        ("google--gemma-2-2b-it", "unsupported", "\n\n"),  # Gemma 2 raises: we merge it the same way
+        ("mistralai--Mistral-7B-Instruct-v0.1", "unsupported", "\n\n"),  # raises (roles must alternate)
+    ],
+)
+def test_system_prompt_merged_into_the_first_user_message(name: str, system: str, close: str) -> None:
+    tok = _corpus(name)
+    st = derive_structure(tok)
+    assert (st.system, st.system_close) == (system, close)
+    template = _checked(tok)
+    out = render_ollama(template, CONVERSATIONS["system_user"])
+    assert "You are a robot.\nAnswer briefly.\n\nWhere is the mug?" in out
+    notes = build_modelfile(tok, "m", add_bos=False, end_of_turn=[]).notes
+    assert (system == "unsupported") == any("rejects a system message" in n for n in notes)
+
+
+def test_mistral_v3_puts_the_system_prompt_in_the_last_user_turn() -> None:
+    tok = _corpus("mistralai--Mistral-7B-Instruct-v0.3")
+    st = derive_structure(tok)
+    assert (st.system, st.system_last_open, st.system_last_close) == ("last_user", "</s>[INST] ", "\n\n")
+    template = _checked(tok)
+    out = render_ollama(template, CONVERSATIONS["multi_turn_system"])
+    assert out.endswith('[INST] Stay in character: "Captain" Rex.\n\nWhere to?[/INST]')
+    assert set(build_modelfile(tok, "m", add_bos=True, end_of_turn=["</s>"]).stops) >= {
+        "</s>",
+        "[INST]",
+        "[/INST]",
+    }
+
+
+def _think_values(msgs: list[dict[str, str]], think: bool) -> dict[str, object]:
+    values = ollama_values(*collate(msgs))
+    values.update(Think=think, IsThinkSet=True)
+    return values
+
+
+def test_qwen3_thinking_switch_and_open_think_block() -> None:
+    tok = _corpus("Qwen--Qwen3-0.6B")
+    st = derive_structure(tok)
+    assert st.generation_no_think == st.generation + "<think>\n\n</think>\n\n"
+    assert st.assistant_open.endswith("<think>\n\n</think>\n\n")  # HF writes it into the last assistant turn
+    template = _checked(tok)
+    msgs = CONVERSATIONS["multi_turn"]
+    off = GoTemplate(template).execute(_think_values(msgs, False))
+    assert off == tok.apply_chat_template(
+        msgs, tokenize=False, add_generation_prompt=True, enable_thinking=False
+    )
+    on = GoTemplate(template).execute(_think_values(msgs, True))
+    assert on == tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+
+
+TOOL_CHAT = [
+    {"role": "user", "content": "Where is the mug?"},
+    {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [{"function": {"name": "lookup", "arguments": {"item": "mug"}}}],
+    },
+    {"role": "tool", "content": "mug 1 is on the table"},
+    {"role": "assistant", "content": "On the table."},
+    {"role": "user", "content": "And the cup?"},
+]
+
+
+@pytest.mark.parametrize("name", ["Qwen--Qwen2.5-7B-Instruct", "Qwen--Qwen3-0.6B"])
+def test_qwen_tool_calls_render_as_in_training(name: str) -> None:
+    tok = _corpus(name)
+    spec = build_modelfile(tok, "m", add_bos=False, end_of_turn=[])
+    assert "$.Tools" in spec.template and any(n.startswith("tools,") for n in spec.notes)
+    got = render_ollama_tools(spec.template, TOOL_CHAT, SAMPLE_TOOLS)
+    want = tok.apply_chat_template(TOOL_CHAT, tools=SAMPLE_TOOLS, tokenize=False, add_generation_prompt=True)
+    assert got != want  # Ollama writes the tool JSON compactly ...
+    assert canonical_json(got) == canonical_json(want)  # ... and nothing else differs
+    assert '<tool_call>\n{"name": "lookup", "arguments": {"item":"mug"}}\n</tool_call>' in got
+
+
+def test_llama31_tools_are_left_to_the_gguf_template() -> None:
+    spec = build_modelfile(_corpus("meta-llama--Llama-3.1-8B-Instruct"), "m", add_bos=True, end_of_turn=[])
+    assert ".Tools" not in spec.template
+    assert any("tool use needs the GGUF's own template" in n for n in spec.notes)
+
+
+def test_gguf_chat_template_pins_the_training_date() -> None:
+    tok = _corpus("meta-llama--Llama-3.1-8B-Instruct")
+    gguf = gguf_chat_template(tok)
+    assert gguf is not None and gguf.startswith('{%- set date_string = "26 Jul 2024" %}')
+    msgs = CONVERSATIONS["multi_turn_system"]
+    trained = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    tok.chat_template = gguf
+    # llama.cpp passes date_string = today; the pinned template still renders what training saw
+    assert (
+        tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True, date_string="1 Jan 2030")
+        == trained
+    )
+
+
+def test_gguf_chat_template_merges_a_system_prompt_the_template_rejects() -> None:
+    tok = _corpus("google--gemma-2-2b-it")
+    spec = build_modelfile(tok, "m", add_bos=False, end_of_turn=[])
+    msgs = CONVERSATIONS["multi_turn_system"]
+    go_route = render_ollama(spec.template, msgs)
+    tok.chat_template = gguf_chat_template(tok)
+    assert tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True) == go_route
+    assert gguf_chat_template(make_tokenizer("smollm2")) == make_tokenizer("smollm2").chat_template
+
+
+def test_whitespace_added_tokens_never_become_stops():
+    """Gemma's vocabulary has plain (non-special) added tokens for newlines; a stop on "\\n" would end every
+    reply at its first line break in Ollama."""
+    from tiny import family_tokenizer
+
+    tok = family_tokenizer("gemma3")
+    tok.add_tokens(["\n", "\n\n", "  "])
+    spec = build_modelfile(tok, "m.gguf", add_bos=True, end_of_turn=["<end_of_turn>"])
+    assert "<end_of_turn>" in spec.stops and "<start_of_turn>" in spec.stops
+    assert all(s.strip() for s in spec.stops), spec.stops

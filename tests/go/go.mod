@@ -1,0 +1,3 @@
+module unsloth-recipes/rendertemplate
+
+go 1.19
