@@ -62,15 +62,15 @@ def read_rows(path: Path) -> list[Row]:
     return rows
 
 
-def load_models(model: str, adapter: str | None) -> tuple[Any, Any, bool]:
+def load_models(model: str, adapter: str | None, allow_pickle: bool = False) -> tuple[Any, Any, bool]:
     """(model, tokenizer, has_adapter). With an adapter the model is a PeftModel, so the base is one
-    ``disable_adapter()`` away."""
+    ``disable_adapter()`` away. Pickle weights are refused unless ``allow_pickle``."""
     from models.loading import load_model
 
     try:
-        lm, tokenizer = load_model(model, adapter)
+        lm, tokenizer = load_model(model, adapter, allow_pickle=allow_pickle)
     except FileNotFoundError as exc:
-        raise ValueError(f"--adapter {exc}") from None
+        raise ValueError(str(exc)) from None  # the message names the missing folder or model
     return lm, tokenizer, bool(adapter)
 
 
@@ -199,7 +199,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             raise ValueError(f"{args.character}:{exc.lineno}: invalid JSON ({exc.msg})") from exc
         except ValueError as exc:
             raise ValueError(f"{args.character}: {exc}") from exc
-    model, tokenizer, has_adapter = load_models(args.model, args.adapter)
+    model, tokenizer, has_adapter = load_models(args.model, args.adapter, args.allow_pickle)
     sampling = run_sampling(args.scenario, args.adapter)
     start = time.perf_counter()
     doc: dict[str, Any] = {
@@ -252,6 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--character", type=Path, help="roleplay character card with a 'consistency' object")
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--max-length", type=int, default=2048, help="truncate rows to this many tokens for the loss")
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="also load pickle weights (pytorch_model.bin, *.pt), which can run code; trusted files only")
     return p
 
 

@@ -42,8 +42,18 @@ def compute_metrics(
     Rates over episodes: ``success_rate``, ``loop_rate``, ``step_limit_rate``.
     Rates over steps: ``invalid_action_rate`` ("Nothing happens." share), ``format_error_rate``
     (replies with no parseable action).
+    Errors are counted apart from failures: ``errors`` episodes ended because the policy could not reply at
+    all (a failing server), ``failures`` are the scored episodes not won; ``success_rate`` stays over every
+    episode (an error is not a win), ``success_rate_scored`` leaves the errors out. ``error_reasons`` counts
+    each distinct reason.
     """
     n = len(results)
+    n_errors = sum(r.end_reason == "error" for r in results)
+    wins = sum(r.won for r in results)
+    reasons: dict[str, int] = {}
+    for r in results:
+        if r.end_reason == "error":
+            reasons[r.error or "unknown"] = reasons.get(r.error or "unknown", 0) + 1
     total_steps = sum(r.steps for r in results)
     by_task: dict[str, dict[str, Any]] = {}
     order = list(TASK_TYPES) + sorted({r.task_type or "unknown" for r in results} - set(TASK_TYPES))
@@ -62,6 +72,11 @@ def compute_metrics(
         "avg_steps_success": _mean([r.steps for r in results if r.won]),
         "invalid_action_rate": _share(sum(r.n_invalid for r in results), total_steps),
         "format_error_rate": _share(sum(r.n_format_errors for r in results), total_steps),
+        "failures": n - wins - n_errors,
+        "errors": n_errors,
+        "error_rate": _share(n_errors, n),
+        "success_rate_scored": _share(wins, n - n_errors),
+        "error_reasons": dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
         "loop_rate": _share(sum(r.end_reason == "loop" for r in results), n),
         "step_limit_rate": _share(sum(r.end_reason == "step_limit" for r in results), n),
         "matching": "fuzzy" if fuzzy else "exact",

@@ -8,6 +8,9 @@
     python -m eval.react_eval --policy openai --base-url http://127.0.0.1:11434 --api-model my-agent ...
 
 Writes ``results.json``, ``episodes.jsonl``, ``report.md`` and ``success_by_task.png`` into ``--out``.
+``episodes.jsonl`` grows as episodes end, so ``--resume`` after a crash or a kill plays only the rest
+(:mod:`eval.resume`). Episodes the policy could not answer (a server failing past its retries) end as
+``error`` and are counted apart from failures; the run goes on.
 Exit codes: 0 done, 1 bad input or a policy that cannot run, 2 ``--env alfworld`` without ALFWorld.
 """
 
@@ -44,6 +47,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--env", default="household", choices=("household", "alfworld"))
     p.add_argument("--seed", type=int, default=0, help="scene generator seed (and the random policy's)")
     p.add_argument("--timeout", type=float, default=60.0, help="openai: seconds per request")
+    p.add_argument("--retries", type=int, default=3, help="openai: retries per request after a fault (default 3)")
+    p.add_argument("--backoff", type=float, default=1.0,
+                   help="openai: seconds before the first retry, doubled each time (default 1)")
+    p.add_argument("--concurrency", type=int,
+                   help="openai: episodes (and requests) in flight at once (default: --batch-size)")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the episodes already in --out/episodes.jsonl and play only the rest")
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="hf: also load pickle weights (pytorch_model.bin, *.pt), which can run code; trusted files only")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--out", required=True, type=Path)
     return p
@@ -65,6 +77,10 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError("--episodes must be at least 1")
     if args.batch_size < 1:
         raise ValueError("--batch-size must be at least 1")
+    if args.concurrency is not None and args.concurrency < 1:
+        raise ValueError("--concurrency must be at least 1")
+    if args.retries < 0 or args.backoff < 0 or args.timeout <= 0:
+        raise ValueError("--retries and --backoff must be >= 0, --timeout > 0")
     if args.max_steps < 1:
         raise ValueError("--max-steps must be at least 1")
     if args.out.exists() and not args.out.is_dir():
@@ -84,12 +100,14 @@ def build_policy(args: argparse.Namespace) -> Policy:
         from eval.policies.hf import HFPolicy
 
         try:
-            return HFPolicy.load(args.model, args.adapter, dtype=args.dtype, max_new_tokens=args.max_new_tokens)
+            return HFPolicy.load(args.model, args.adapter, dtype=args.dtype, max_new_tokens=args.max_new_tokens,
+                                 allow_pickle=args.allow_pickle)
         except (OSError, ValueError) as exc:
             raise PolicyError(f"--model {args.model}: {str(exc).splitlines()[0]}") from exc
     if args.policy == "llamacpp":
-        from eval.policies.llamacpp import LlamaCppPolicy, resolve_gguf
+        from eval.policies.llamacpp import LlamaCppPolicy, require_llama_cpp, resolve_gguf
 
+        require_llama_cpp()  # before resolving (and maybe assembling) a GGUF for nothing
         tokenizer = None
         if args.tokenizer or not Path(args.model).is_file():
             from models.loading import load_tokenizer
@@ -102,8 +120,10 @@ def build_policy(args: argparse.Namespace) -> Policy:
         args.base_url,
         args.api_model or args.model,
         timeout=args.timeout,
+        retries=args.retries,
+        backoff=args.backoff,
         max_tokens=args.max_new_tokens,
-        concurrency=args.batch_size,
+        concurrency=args.concurrency or args.batch_size,
     )
 
 
@@ -123,30 +143,23 @@ def load_episodes(args: argparse.Namespace) -> tuple[list[Any], list[str], Any]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from eval.metrics import compute_metrics
     from eval.report import write_react_outputs
-    from eval.runner import run_episodes
+    from eval.resume import EpisodeLog, finished_episodes, run_identity
 
     scenes, ids, make_env = load_episodes(args)
     if args.policy == "expert" and args.env != "household":
         raise ValueError("--policy expert plans on simulator scenes; use --env household")
-    policy = build_policy(args)
+    ident = run_identity(args)
+    done = finished_episodes(args.out, ident, ids) if args.resume else {}
+    if done:
+        print(f"resuming: {len(done)} of {len(ids)} episodes already in {args.out}/episodes.jsonl", file=sys.stderr)
+    log = EpisodeLog(args.out, ident, [done[i] for i in sorted(done)])
     start = time.perf_counter()
     try:
-        results = run_episodes(
-            policy,
-            scenes,
-            grammar=args.grammar,
-            max_steps=args.max_steps,
-            batch_size=args.batch_size,
-            fuzzy=args.fuzzy,
-            make_env=make_env,
-            ids=ids,
-            progress=not args.no_progress,
-        )
+        played, stats = _play(args, scenes, ids, make_env, set(done), log.append)
     finally:
-        close = getattr(policy, "close", None)
-        if close is not None:
-            close()
+        log.close()
     elapsed = time.perf_counter() - start
+    results = sorted([*done.values(), *played], key=lambda r: r.index)
     metrics = compute_metrics(
         results,
         policy=args.policy,
@@ -162,11 +175,33 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "model": args.model or args.api_model,
             "adapter": args.adapter,
             "dtype": args.dtype if args.policy == "hf" else None,
-            "policy_stats": dict(getattr(policy, "stats", {})),
+            "policy_stats": stats,
         },
     )
     write_react_outputs(args.out, results, metrics, env_name=args.env)
     return metrics
+
+
+def _play(
+    args: argparse.Namespace, scenes: list[Any], ids: list[str], make_env: Any, skip: set[int], on_result: Any
+) -> tuple[list[Any], dict[str, Any]]:
+    """Play the episodes not in ``skip``: (their results, the policy's stats). No policy is built if none is left."""
+    from eval.runner import run_episodes
+
+    if len(skip) == len(scenes):
+        return [], {}
+    policy = build_policy(args)
+    try:
+        results = run_episodes(
+            policy, scenes, grammar=args.grammar, max_steps=args.max_steps, batch_size=args.batch_size,
+            fuzzy=args.fuzzy, make_env=make_env, ids=ids, progress=not args.no_progress, skip=skip,
+            on_result=on_result,
+        )
+    finally:
+        close = getattr(policy, "close", None)
+        if close is not None:
+            close()
+    return results, dict(getattr(policy, "stats", {}))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -188,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"{metrics['policy']} on {metrics['split']}: success {100 * metrics['success_rate']:.1f}% "
         f"over {metrics['episodes']} episodes, avg steps {metrics['avg_steps']:.1f}, "
-        f"invalid {100 * metrics['invalid_action_rate']:.1f}%, matching {metrics['matching']}; "
+        f"invalid {100 * metrics['invalid_action_rate']:.1f}%, errors {metrics['errors']}, "
+        f"matching {metrics['matching']}; "
         f"wrote {args.out}/results.json, report.md, episodes.jsonl, success_by_task.png"
     )
     return 0

@@ -122,6 +122,8 @@ def render_react_report(metrics: dict[str, Any], env_name: str = "household") ->
         f"| format errors % of steps | {_pct(metrics['format_error_rate'])} |",
         f"| ended in a repetition loop % | {_pct(metrics['loop_rate'])} |",
         f"| ended at the step limit % | {_pct(metrics['step_limit_rate'])} |",
+        f"| failed episodes (scored, not won) | {metrics.get('failures', '-')} |",
+        f"| error episodes (no reply from the policy, not scored) | {metrics.get('errors', 0)} |",
         f"| tokens encoded per episode | {_num(metrics.get('tokens_encoded_per_episode'), '{:.0f}')} |",
         f"| episodes / s | {_num(metrics.get('episodes_per_s'), '{:.3f}')} |",
         "",

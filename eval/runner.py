@@ -4,14 +4,21 @@ Each loop iteration asks the policy for one reply per running episode (a batch o
 ``batch_size`` episodes), turns each reply into an action, steps that episode's environment and
 refills the batch from the queue as episodes end. An episode ends on a win, at the step limit, or in
 a repetition loop: the same action three times in a row, each time with the same observation (no state
-change). Results come back in the order of the scenes, whatever the batching.
+change), or as an ``error`` when the policy could not produce a reply at all (a server that kept failing
+after the policy's own retries): such an episode is neither won nor failed, and the run goes on. Results
+come back in the order of the scenes, whatever the batching.
+
+A reply whose first line never ended (the model hit its token limit mid-line: endless text without a
+newline) is a format error, unless it is a thought: long thoughts are normal and the environment answers
+any thought with "OK.", so a cut one loses nothing.
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+import threading
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Protocol
 
 from tqdm import tqdm
@@ -42,7 +49,7 @@ class EpisodeResult:
     first_observation: str
     won: bool = False
     steps: int = 0
-    end_reason: str = ""  # won | step_limit | loop
+    end_reason: str = ""  # won | step_limit | loop | error
     n_invalid: int = 0  # steps answered "Nothing happens."
     n_format_errors: int = 0  # replies with no parseable action
     tokens_encoded: int = 0  # tokens fed to the model over the episode (prefill + generated)
@@ -50,9 +57,16 @@ class EpisodeResult:
     observations: list[str] = field(default_factory=list)
     replies: list[str] = field(default_factory=list)  # raw policy replies, before parsing
     errors: list[str] = field(default_factory=list)  # policy transport/decoding errors, with the step
+    error: str | None = None  # why the episode ended as "error" (the policy's reason)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, row: dict[str, Any]) -> EpisodeResult:
+        """The inverse of :meth:`to_dict` (a row of ``episodes.jsonl``); unknown keys are ignored."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in row.items() if k in names})
 
 
 def parse_action(reply: str) -> str:
@@ -112,43 +126,53 @@ class EpisodeFeed:
     one reply: it steps that episode's environment, updates ``state`` in place (new observation, admissible
     commands) and returns True while the episode goes on, False once it has ended (won, step limit, loop).
     A continuously batching policy calls these itself, one episode at a time, so a finished reply is
-    answered at once and a waiting episode starts the moment a slot frees.
+    answered at once and a waiting episode starts the moment a slot frees. Both methods may be called from
+    several threads (the openai policy runs one thread per episode); a lock keeps the bookkeeping whole.
+    Episodes whose index is in ``skip`` are never started (a resumed run has them already); ``on_result``
+    gets each finished episode at once (the resumable ``episodes.jsonl`` log).
     """
 
     def __init__(
         self, scenes: Sequence[Any], *, ids: Sequence[str] | None, make_env: Callable[[Any, str, int], Env],
         grammar: str, max_steps: int, fuzzy: bool, bar: Any, release: Callable[[EpisodeState], None] | None,
+        skip: Collection[int] = (), on_result: Callable[[EpisodeResult], None] | None = None,
     ) -> None:
-        self._queue = list(enumerate(scenes))[::-1]
+        self._queue = [(i, s) for i, s in enumerate(scenes) if i not in skip][::-1]
         self._ids, self._make_env, self._grammar = ids, make_env, grammar
         self._max_steps, self._fuzzy, self._bar, self._release = max_steps, fuzzy, bar, release
+        self._on_result = on_result
         self._running: dict[int, _Running] = {}
         self.results: list[EpisodeResult | None] = [None] * len(scenes)
         self._won = 0
+        self._lock = threading.Lock()
 
     def start(self) -> EpisodeState | None:
-        if not self._queue:
-            return None
-        index, scene = self._queue.pop()
+        with self._lock:
+            if not self._queue:
+                return None
+            index, scene = self._queue.pop()
         episode_id = self._ids[index] if self._ids is not None else _episode_id(scene, index)
+        # Environments are independent: build and step them outside the lock.
         run = _start(self._make_env(scene, self._grammar, self._max_steps), scene, index, self._grammar, episode_id)
-        self._running[index] = run
+        with self._lock:
+            self._running[index] = run
         return run.state
 
     def reply(self, state: EpisodeState, reply: Reply) -> bool:
-        run = self._running[state.index]
-        ended = _advance(
-            run, reply.text, reply.tokens_encoded, reply.error, max_steps=self._max_steps, fuzzy=self._fuzzy
-        )
-        if not ended:
+        with self._lock:
+            run = self._running[state.index]
+        if not _advance(run, reply, max_steps=self._max_steps, fuzzy=self._fuzzy):
             return True
-        del self._running[state.index]
         if self._release is not None:
             self._release(state)
-        self.results[state.index] = run.result
-        self._won += run.result.won
-        self._bar.update(1)
-        self._bar.set_postfix(success=f"{self._won / max(1, self._bar.n):.2f}")
+        with self._lock:
+            del self._running[state.index]
+            self.results[state.index] = run.result
+            if self._on_result is not None:
+                self._on_result(run.result)
+            self._won += run.result.won
+            self._bar.update(1)
+            self._bar.set_postfix(success=f"{self._won / max(1, self._bar.n):.2f}")
         return False
 
 
@@ -164,6 +188,8 @@ def run_episodes(
     ids: Sequence[str] | None = None,
     progress: bool = True,
     continuous: bool = True,
+    skip: Collection[int] = (),
+    on_result: Callable[[EpisodeResult], None] | None = None,
 ) -> list[EpisodeResult]:
     """Play one episode per scene with ``policy``; up to ``batch_size`` episodes share each policy call.
 
@@ -171,7 +197,8 @@ def run_episodes(
     the episodes (default: the scene's ``id`` attribute, else ``episode-NNNN``). A policy with
     ``act_continuous(feed, batch_size)`` (the hf policy) batches at the token level unless ``continuous`` is
     False: an episode whose reply is done steps and rejoins at the next decoding step instead of waiting
-    for the batch's longest reply.
+    for the batch's longest reply. Scenes whose index is in ``skip`` are not played (and not returned);
+    ``on_result(result)`` is called as each episode ends, in the order they end.
     """
     if ids is not None and len(ids) != len(scenes):
         raise ValueError(f"got {len(ids)} ids for {len(scenes)} scenes")
@@ -179,11 +206,11 @@ def run_episodes(
         raise ValueError("batch_size must be at least 1")
     if max_steps < 1:
         raise ValueError("max_steps must be at least 1")
-    bar = tqdm(total=len(scenes), desc=f"episodes ({policy.name})", unit="ep", disable=not progress)
+    bar = tqdm(total=len(scenes) - len(set(skip)), desc=f"episodes ({policy.name})", unit="ep", disable=not progress)
     release = getattr(policy, "release", None)  # optional hook: an episode ended, free what it held
     feed = EpisodeFeed(
         scenes, ids=ids, make_env=make_env or _default_env, grammar=grammar, max_steps=max_steps, fuzzy=fuzzy,
-        bar=bar, release=release,
+        bar=bar, release=release, skip=set(skip), on_result=on_result,
     )
     try:
         act_continuous = getattr(policy, "act_continuous", None)
@@ -229,20 +256,30 @@ def _start(env: Env, scene: Any, index: int, grammar: str, episode_id: str) -> _
     return _Running(env, state, result)
 
 
-def _advance(run: _Running, text: str, tokens: int, error: str | None, *, max_steps: int, fuzzy: bool) -> bool:
+def _reply_action(reply: Reply) -> str:
+    """The action of a reply, ``""`` for a format error (no line, or a cut line that is not a thought)."""
+    action = parse_action(reply.text)
+    if reply.truncated and "\n" not in reply.text.strip() and not action.lower().startswith("think:"):
+        return ""
+    return action
+
+
+def _advance(run: _Running, reply: Reply, *, max_steps: int, fuzzy: bool) -> bool:
     """Apply one reply to one episode. Returns True when the episode has ended."""
     res, state = run.result, run.state
-    action = parse_action(text) if error is None else ""
+    res.tokens_encoded += reply.tokens_encoded
+    if reply.error is not None:  # the policy already retried; nothing to score, the run goes on
+        res.errors.append(f"step {res.steps + 1}: {reply.error}")
+        res.error, res.end_reason = reply.error, "error"
+        return True
+    action = _reply_action(reply)
     if not action:
         res.n_format_errors += 1
-        if error:
-            res.errors.append(f"step {res.steps + 1}: {error}")
     elif fuzzy:
         action = fuzzy_match(action, state.admissible)
     observation, done, info = run.env.step(action)
     res.steps += 1
-    res.tokens_encoded += tokens
-    res.replies.append(text)
+    res.replies.append(reply.text)
     res.actions.append(action)
     res.observations.append(observation)
     res.n_invalid += not info.get("valid", observation.strip() != "Nothing happens.")

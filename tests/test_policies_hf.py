@@ -91,7 +91,8 @@ def test_actions_match_plain_generate_on_the_full_chat(tiny, scenes):
             )
         text = tok.decode(out[0, len(ids):], skip_special_tokens=True)
         assert text.startswith(reply) or reply.startswith(text.split("\n")[0])
-        assert parse_action(text) == action
+        # a reply cut at max_new_tokens before its first line ends is a format error (no action)
+        assert parse_action(text) == action or (action == "" and "\n" not in text.strip())
         steps.append((action, env.step(action)[0]))
 
 

@@ -19,7 +19,7 @@ from eval.runner import run_episodes
 
 
 class Stub:
-    """Server behaviour, switched by the test: 'expert' | 'garbage' | 'nochoices' | 'sleep' | 'flaky' | 'reject'."""
+    """Server behaviour, switched by the test: 'expert' | 'garbage' | 'nochoices' | 'sleep' | 'flaky' | 'reject' | 'reject_first'."""
 
     def __init__(self) -> None:
         self.mode = "expert"
@@ -51,7 +51,7 @@ def _handler(stub: Stub) -> type[BaseHTTPRequestHandler]:
                 return self._send(200, b"<html>definitely not json")
             if stub.mode == "nochoices":
                 return self._send(200, b'{"choices": []}')
-            if stub.mode == "reject":
+            if stub.mode == "reject" or (stub.mode == "reject_first" and stub.calls == 1):
                 return self._send(404, b'{"error": "model not found"}')
             if stub.mode == "flaky" and stub.calls % 2 == 1:
                 return self._send(503, b'{"error": "busy"}')
@@ -103,13 +103,14 @@ def test_plays_episodes_greedy_with_stop(server):
 
 
 @pytest.mark.parametrize("mode", ["garbage", "nochoices"])
-def test_garbage_replies_are_format_errors(server, mode):
+def test_garbage_replies_are_retried_then_end_the_episode_as_error(server, mode):
     url, stub = server
     stub.mode = mode
-    reply = OpenAIPolicy(url, "m", retries=0).complete(MSGS)
-    assert reply.text == "" and reply.error and "invalid reply" in reply.error
+    reply = OpenAIPolicy(url, "m", retries=1, backoff=0.01).complete(MSGS)
+    assert reply.text == "" and reply.error and "invalid reply" in reply.error and stub.calls == 2
     (r,) = run_episodes(OpenAIPolicy(url, "m", retries=0), generate_scenes("valid_seen", n=1), progress=False)
-    assert r.n_format_errors == r.steps == 3 and r.end_reason == "loop" and r.errors
+    assert r.end_reason == "error" and not r.won and r.steps == 0 and "invalid reply" in (r.error or "")
+    assert r.n_format_errors == 0 and r.errors
 
 
 def test_timeout_is_retried_then_reported(server):
@@ -145,3 +146,13 @@ def test_react_eval_cli_with_openai(server, tmp_path, capsys):
     doc = json.loads((tmp_path / "results.json").read_text())
     assert doc["success_rate"] == 1.0 and doc["policy"] == "openai" and doc["model"] == "agent"
     assert "100.0%" in capsys.readouterr().out
+
+
+def test_rejected_request_stops_the_concurrent_run_with_one_line(server, tmp_path, capsys):
+    url, stub = server
+    stub.mode = "reject_first"  # the first request is rejected, the others would be answered
+    code = main(["--policy", "openai", "--base-url", url, "--api-model", "nope", "--episodes", "6",
+                 "--concurrency", "3", "--out", str(tmp_path), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 1 and "HTTP 404" in err and err.count("\n") == 1 and "Traceback" not in err
+    assert stub.calls <= 6  # the other threads stop after their request in flight (a full run makes ~60)

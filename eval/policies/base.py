@@ -39,7 +39,8 @@ class Reply:
 
     text: str
     tokens_encoded: int = 0  # tokens fed through the model for this turn (prefill + generated)
-    error: str | None = None  # transport or decoding problem; the turn then counts as a format error
+    error: str | None = None  # transport problem left after the policy's retries: the episode ends as "error"
+    truncated: bool = False  # generation hit its token limit before the first line ended
 
 
 class Policy(Protocol):

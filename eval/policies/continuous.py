@@ -97,7 +97,8 @@ class ContinuousDecoder:
         s = self.slots[i]
         assert s.state is not None
         text = self.p.tokenizer.decode([t for t in s.generated if t not in self.p.stop_ids], skip_special_tokens=True)
-        if self.feed.reply(s.state, Reply(text=text, tokens_encoded=s.tokens)):
+        reply = Reply(text=text, tokens_encoded=s.tokens, truncated=self.p.cut_off(s.generated))
+        if self.feed.reply(s.state, reply):
             self._begin_turn(i)
         else:
             self._fill(i)

@@ -25,7 +25,9 @@ Design (simplicity over cleverness):
   when the runner refills the batch) is encoded alone first, except for its last token, so it does not
   pad every other row to its length.
 - Decoding stops at an end-of-turn/eos token, after ``max_new_tokens``, or once the reply holds a
-  complete first line (the action is the first non-empty line, so later lines cannot change it).
+  complete first line (the action is the first non-empty line, so later lines cannot change it). A reply
+  stopped by the limit mid-line (endless text, no newline) is marked ``truncated``: the runner counts it as
+  a format error. Special tokens are never part of a reply's text, so a model emitting only those replies "".
 """
 
 from __future__ import annotations
@@ -131,16 +133,19 @@ class HFPolicy:
         self._shared: dict[str, tuple[list[int], list[tuple[Any, Any]] | None]] = {}  # system prompt -> prefix
 
     @classmethod
-    def load(cls, model: str, adapter: str | None = None, *, dtype: str = "float32", **kwargs: Any) -> HFPolicy:
+    def load(
+        cls, model: str, adapter: str | None = None, *, dtype: str = "float32", allow_pickle: bool = False,
+        **kwargs: Any,
+    ) -> HFPolicy:
         """Load ``model`` (registry name, folder or Hub id) with an optional PEFT adapter merged in.
 
         ``dtype`` "float32" (default: reproducible greedy decoding) or "bfloat16" (much faster batched decoding
-        on CPUs with AMX/AVX512-BF16, and on GPUs).
+        on CPUs with AMX/AVX512-BF16, and on GPUs). Pickle weights are refused unless ``allow_pickle``.
         """
         from models.loading import load_model
 
         try:
-            lm, tokenizer = load_model(model, adapter, dtype=dtype, merge=True)
+            lm, tokenizer = load_model(model, adapter, dtype=dtype, merge=True, allow_pickle=allow_pickle)
         except FileNotFoundError as exc:
             raise PolicyError(str(exc)) from None
         return cls(lm, tokenizer, **kwargs)
@@ -199,8 +204,13 @@ class HFPolicy:
             else:
                 mem.ids, mem.kv = [], None
             text = self.tokenizer.decode([t for t in gen if t not in self.stop_ids], skip_special_tokens=True)
-            replies.append(Reply(text=text, tokens_encoded=n_pre + len(new) + n_gen_fed))
+            replies.append(Reply(text=text, tokens_encoded=n_pre + len(new) + n_gen_fed, truncated=self.cut_off(gen)))
         return replies
+
+    def cut_off(self, generated: list[int]) -> bool:
+        """The reply ran into ``max_new_tokens`` with no stop token and no complete first line."""
+        return (len(generated) >= self.max_new_tokens and generated[-1] not in self.stop_ids
+                and not self._first_line_done(generated))
 
     def _shared_prefix(self, messages: list[dict[str, str]]) -> tuple[list[int], list[tuple[Any, Any]] | None]:
         """Ids and KV cache of what every chat with this system prompt starts with (encoded once)."""

@@ -43,6 +43,14 @@ def resolve_gguf(model: str) -> Path:
     raise PolicyError(f"--model '{model}' is not a .gguf file (or a registry name with a packaged GGUF)")
 
 
+def require_llama_cpp() -> None:
+    """PolicyError with the install line when llama-cpp-python is missing (checked before any slow work)."""
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError as exc:
+        raise PolicyError("the llamacpp policy needs llama-cpp-python: pip install 'unsloth-recipes[llamacpp]'") from exc
+
+
 class LlamaCppPolicy:
     name = "llamacpp"
 
@@ -57,10 +65,7 @@ class LlamaCppPolicy:
         stop_at_first_line: bool = True,
         render: Callable[[Any, list[dict[str, str]]], list[int]] | None = None,
     ) -> None:
-        try:
-            import llama_cpp  # noqa: F401
-        except ImportError as exc:
-            raise PolicyError("the llamacpp policy needs llama-cpp-python: pip install 'unsloth-recipes[llamacpp]'") from exc
+        require_llama_cpp()
         self.model_path = Path(model_path)
         if not self.model_path.is_file():
             raise PolicyError(f"{self.model_path}: GGUF file not found")
@@ -129,4 +134,6 @@ class LlamaCppPolicy:
                 llm.eval([token])
                 fed += 1
         text = self.tokenizer.decode([t for t in generated if t not in self.stop_ids], skip_special_tokens=True)
-        return Reply(text=text, tokens_encoded=fed)
+        cut = (len(generated) >= self.max_new_tokens and generated[-1] not in self.stop_ids
+               and "\n" not in self.tokenizer.decode(generated, skip_special_tokens=True).lstrip())
+        return Reply(text=text, tokens_encoded=fed, truncated=cut)
