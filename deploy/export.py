@@ -8,7 +8,11 @@ Usage::
 
 Our streaming GGUF writer covers the architectures in ``deploy.gguf``; for any other one (``--converter auto``,
 the default) the merged folder is converted by llama.cpp's own ``convert_hf_to_gguf.py`` instead
-(:mod:`deploy.llamacpp_convert`), then the same parity gate and Modelfile follow.
+(:mod:`deploy.llamacpp_convert`), then the same parity gate and Modelfile follow. With ours, a folder on disk
+(``merged/``, or the base when there is no adapter) is converted by :func:`deploy.convert.convert_folder`,
+which reads weights with numpy and the tokenizer from its files; that vocabulary is used once
+:func:`deploy.tokenizer_files.differences` finds transformers reading the files the same way (else
+transformers' tokenizer gives it, and the log says why). The parity gate (torch) runs after, separately.
 
 Writes ``<run>/export/`` (or ``--out``): ``merged/`` (unless ``--no-merged``), ``<name>-<quant>.gguf``,
 ``Modelfile``, ``parity.json``. Every file is written to a temp name and renamed, so an interrupted export
@@ -190,7 +194,6 @@ def run_export(plan: ExportPlan, log: Any = print) -> ExportResult:
 
     from deploy.lora import LoraAdapter
     from deploy.merge import MergeSource
-    from deploy.tokenizer_gguf import build_vocab
 
     adapter = LoraAdapter.load(plan.adapter_dir) if plan.adapter_dir else None
     source = MergeSource(plan.base_dir, adapter)
@@ -202,7 +205,7 @@ def run_export(plan: ExportPlan, log: Any = print) -> ExportResult:
     if _choose_converter(plan, config, log) == "ours":
         check_disk(plan.out_dir, _needed_bytes(plan, source, config, names))
         weights = _gguf_weights(plan, source, config, names, tok_dir, log)
-        vocab = build_vocab(tokenizer, config.get("vocab_size"))
+        vocab = _vocab(tokenizer, tok_dir, config, log)
         written = _write_ggufs(plan, _our_writer(plan, weights, vocab), log)
     else:
         written, vocab = _convert_with_llamacpp(plan, source, names, tok_dir, tokenizer, log)
@@ -229,12 +232,14 @@ def run_export(plan: ExportPlan, log: Any = print) -> ExportResult:
 
 @dataclass
 class _Weights:
-    """The tensors the GGUFs are written from: the merged folder, or base + adapter streamed."""
+    """The tensors the GGUFs are written from: a model folder (``merged/``, or the base when there is no
+    adapter), converted without torch by :func:`deploy.convert.convert_folder`, or base + adapter streamed."""
 
     config: dict[str, Any]
     names: list[str]
     shape_of: Callable[[str], tuple[int, ...]]
     read_rows: Callable[[str, int, int], Any]
+    folder: Path | None = None
 
 
 def _tokenizer_dir(plan: ExportPlan) -> Path:
@@ -259,9 +264,11 @@ def _needed_bytes(plan: ExportPlan, source: Any, config: dict[str, Any], names: 
 def _gguf_weights(
     plan: ExportPlan, source: Any, config: dict[str, Any], names: list[str], tok_dir: Path, log: Any
 ) -> _Weights:
-    """Write ``merged/`` and read the GGUF tensors back from it, or (``--no-merged``) stream the source."""
+    """Write ``merged/`` and read the GGUF tensors back from it, or (``--no-merged``) the base folder when
+    there is no adapter, else stream base + adapter."""
     if not plan.merged:
-        return _Weights(config, names, source.shape, source.get_rows)
+        folder = plan.base_dir if source.adapter is None else None
+        return _Weights(config, names, source.shape, source.get_rows, folder)
     from deploy.merge import merge_to_folder
     from deploy.safetensors_io import TensorSource
 
@@ -270,14 +277,38 @@ def _gguf_weights(
     )
     log(f"merged model: {merged_dir}")
     reader = TensorSource(merged_dir)
-    return _Weights(config, reader.names(), lambda n: reader.meta(n).shape, reader.get_rows)
+    return _Weights(config, reader.names(), lambda n: reader.meta(n).shape, reader.get_rows, merged_dir)
+
+
+def _vocab(tokenizer: Any, tok_dir: Path, config: dict[str, Any], log: Any) -> Any:
+    """The GGUF vocabulary from the tokenizer's files (torch-free, as ``python -m deploy.convert`` reads
+    them), after checking that transformers reads those files the same way; else from transformers' own."""
+    from deploy.tokenizer_files import TokenizerFiles, differences
+    from deploy.tokenizer_gguf import build_vocab
+
+    try:
+        files = TokenizerFiles.load(tok_dir)
+        differ = differences(tokenizer, files)
+    except (OSError, ValueError) as exc:
+        files, differ = None, [str(exc)]
+    if files is None or differ:
+        log(f"tokenizer: transformers reads {tok_dir} differently from its files ({'; '.join(differ)[:300]}); "
+            "the GGUF vocabulary comes from transformers' tokenizer")
+        return build_vocab(tokenizer, config.get("vocab_size"))
+    return build_vocab(files, config.get("vocab_size"))
 
 
 def _our_writer(plan: ExportPlan, weights: _Weights, vocab: Any) -> Callable[[Path, str], None]:
-    """``write(path, outtype)`` with our streaming writer."""
+    """``write(path, outtype)`` with our streaming writer: the torch-free folder converter when the weights
+    are a folder on disk, else streaming base + adapter."""
+    from deploy.convert import convert_folder
     from deploy.gguf import write_gguf
 
     def write(path: Path, outtype: str) -> None:
+        if weights.folder is not None:
+            convert_folder(weights.folder, path, outtype, model_name=plan.name, config=weights.config,
+                           vocab=vocab, progress=plan.progress)
+            return
         write_gguf(path, config=weights.config, vocab=vocab, names=weights.names, shape_of=weights.shape_of,
                    read_rows=weights.read_rows, outtype=outtype, model_name=plan.name, progress=plan.progress)
 

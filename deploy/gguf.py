@@ -435,7 +435,7 @@ def plan_tensors(
 
 
 def convert_tensor(p: PlannedGGUFTensor, data: np.ndarray, hp: ModelHParams) -> np.ndarray:
-    """float32 numpy (HF layout) -> the bytes-ready numpy array for the GGUF file."""
+    """float32 or float16 numpy (HF layout) -> the bytes-ready numpy array for the GGUF file."""
     if hp.permute_qk and p.hf_name is not None:
         if p.hf_name.endswith("q_proj.weight") or p.hf_name.endswith("q_proj.bias"):
             data = permute_rotary(data, hp.n_head)
@@ -450,10 +450,14 @@ def convert_tensor(p: PlannedGGUFTensor, data: np.ndarray, hp: ModelHParams) -> 
     return gguf.quants.quantize(np.ascontiguousarray(data, dtype=np.float32), p.qtype)
 
 
-def _as_f32(data: Any) -> np.ndarray:
+def _as_numpy(data: Any) -> np.ndarray:
+    """Rows as float numpy: float16 stays float16 (an f16 GGUF copies it as it is; widening and narrowing
+    again gives the same bits, only slower), everything else becomes float32."""
     if hasattr(data, "detach"):  # torch
-        return data.detach().float().numpy()
-    return np.asarray(data, dtype=np.float32)
+        data = data.detach()
+        return data.numpy() if str(data.dtype) == "torch.float16" else data.float().numpy()
+    arr = np.asarray(data)
+    return arr if arr.dtype in (np.float16, np.float32) else arr.astype(np.float32)
 
 
 def _write_tensor(
@@ -483,7 +487,7 @@ def _write_tensor(
     chunks = [(0, p.shape[0])] if whole else row_chunks(p.shape)
     written = 0
     for start, stop in chunks:
-        data = p.values if p.hf_name is None else _as_f32(read_rows(p.hf_name, start, stop))
+        data = p.values if p.hf_name is None else _as_numpy(read_rows(p.hf_name, start, stop))
         arr = convert_tensor(p, data, hp)
         del data
         arr.tofile(fout)

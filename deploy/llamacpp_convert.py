@@ -188,10 +188,8 @@ def convert(
         raise ConverterError(f"llama.cpp's converter needs {', '.join(missing)}: pip install {' '.join(missing)}")
     conv = converter or ensure_converter(log=log)
     with atomic_path(out_path) as tmp:
-        cmd = [sys.executable, str(conv.script), str(model_dir), "--outfile", str(tmp), "--outtype", outtype]
-        if model_name:
-            cmd += ["--model-name", model_name]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=_converter_env(conv), check=False)
+        cmd, env = converter_command(conv, model_dir, tmp, outtype, model_name)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
         if proc.returncode != 0:
             raise ConverterError(_failure_message(model_dir, proc))
         if probe:
@@ -252,6 +250,16 @@ def _vocab_hint(gguf_path: Path, model_dir: Path | None) -> str:
         return (" The converter read this byte-level BPE tokenizer as a SentencePiece one (tokenizer.json has "
                 "byte_fallback=true); export with --converter ours where the architecture allows it.")
     return ""
+
+
+def converter_command(
+    conv: Converter, model_dir: Path, out_path: Path, outtype: str, model_name: str | None = None
+) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment that run the converter on ``model_dir`` (also for benchmarks)."""
+    cmd = [sys.executable, str(conv.script), str(model_dir), "--outfile", str(out_path), "--outtype", outtype]
+    if model_name:
+        cmd += ["--model-name", model_name]
+    return cmd, _converter_env(conv)
 
 
 def _converter_env(conv: Converter) -> dict[str, str]:

@@ -36,6 +36,9 @@ _ST_TO_TORCH = {
     "U8": "uint8",
     "BOOL": "bool",
 }
+# Stored dtypes -> the numpy dtype their bytes are read as (BF16 as raw 16-bit words, widened afterwards).
+_NUMPY = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "F64": np.float64, "I64": np.int64,
+          "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
 _ITEMSIZE = {
     "F32": 4,
     "F16": 2,
@@ -84,6 +87,7 @@ class TensorMeta:
     shape: tuple[int, ...]
     dtype: str  # safetensors dtype string (F32, BF16, ...)
     file: Path
+    offset: int = 0  # where the tensor's bytes start in ``file``
 
     @property
     def nbytes(self) -> int:
@@ -98,10 +102,12 @@ class TensorSource:
         files = [path] if path.is_file() else weight_files(path)
         self._meta: dict[str, TensorMeta] = {}
         for f in files:
-            for name, info in _read_header(f).items():
+            header, data_start = _read_header_at(f)
+            for name, info in header.items():
                 if name == "__metadata__":
                     continue
-                self._meta[name] = TensorMeta(name, tuple(info["shape"]), info["dtype"], f)
+                offset = data_start + int(info["data_offsets"][0])
+                self._meta[name] = TensorMeta(name, tuple(info["shape"]), info["dtype"], f, offset)
 
     def names(self) -> list[str]:
         return list(self._meta)
@@ -133,6 +139,24 @@ class TensorSource:
         with safe_open(str(self._meta[name].file), framework="pt") as handle:
             return handle.get_slice(name)[start:stop]
 
+    def read_rows(self, name: str, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` of one tensor as numpy, with plain reads (no torch, no memory map, so only
+        these bytes become resident). Floats come back in their stored dtype, BF16 as float32 (numpy has no
+        bfloat16)."""
+        meta = self._meta[name]
+        if meta.dtype not in _NUMPY:
+            raise ValueError(f"{name}: dtype {meta.dtype} cannot be read as numpy")
+        shape = (stop - start, *meta.shape[1:]) if meta.shape else ()
+        out = np.empty(shape, dtype=_NUMPY[meta.dtype])
+        row_bytes = out.nbytes // max(stop - start, 1) if meta.shape else 0
+        with open(meta.file, "rb") as fh:
+            fh.seek(meta.offset + start * row_bytes)
+            if fh.readinto(memoryview(out.reshape(-1)).cast("B")) != out.nbytes:
+                raise ValueError(f"{meta.file}: {name} is truncated")
+        if meta.dtype == "BF16":  # the upper half of a float32
+            return (out.astype(np.uint32) << 16).view(np.float32)
+        return out
+
     def get_f32(self, name: str) -> np.ndarray:
         """One tensor as a float32 numpy array."""
         return self.get(name).float().numpy()
@@ -142,9 +166,14 @@ class TensorSource:
 
 
 def _read_header(path: Path) -> dict[str, Any]:
+    return _read_header_at(path)[0]
+
+
+def _read_header_at(path: Path) -> tuple[dict[str, Any], int]:
+    """The JSON header of a safetensors file and the offset where its data section starts."""
     with open(path, "rb") as fh:
         (n,) = struct.unpack("<Q", fh.read(8))
-        return json.loads(fh.read(n))
+        return json.loads(fh.read(n)), 8 + n
 
 
 def row_chunks(shape: tuple[int, ...], itemsize: int = 4, max_bytes: int = 32 << 20) -> list[tuple[int, int]]:

@@ -211,7 +211,8 @@ def _looks_special(text: str) -> bool:
 
 
 def build_vocab(tokenizer: Any, vocab_size: int | None = None) -> GGUFVocab:
-    """GGUF vocab from a HF *fast* tokenizer (the one used in training, with its chat template)."""
+    """GGUF vocab from a HF *fast* tokenizer (the one used in training, with its chat template), or from the
+    same tokenizer's files read without transformers (:class:`deploy.tokenizer_files.TokenizerFiles`)."""
     tj = _tokenizer_json(tokenizer)
     vocab: dict[str, int] = tokenizer.get_vocab()
     n = max(vocab_size or 0, max(vocab.values()) + 1)

@@ -281,6 +281,40 @@ def test_smollm2_with_a_trained_adapter(tmp_path: Path) -> None:
     assert chat.returncode == 0 and chat.stdout.startswith("assistant> ") and len(chat.stdout.strip()) > 12
 
 
+def test_export_writes_the_ggufs_of_the_torch_free_converter(tmp_path: Path) -> None:
+    """The merged folder -> GGUF step is deploy.convert's: the same bytes as converting ``merged/`` alone,
+    with the vocabulary read from the tokenizer files (transformers agrees with them here)."""
+    from deploy.convert import convert_folder
+    from deploy.export import ExportPlan, run_export
+
+    base_dir, adapter_dir = base_and_adapter(tmp_path / "m")
+    out = tmp_path / "export"
+    plan = ExportPlan(out_dir=out, name="m", quants=["f16", "q8_0"], merged=True, base_dir=base_dir,
+                      adapter_dir=adapter_dir, scenario=None, system_prompt=None, verify=False, ollama=False,
+                      progress=False)
+    logs: list[str] = []
+    assert run_export(plan, log=logs.append).code == 0
+    assert not [line for line in logs if line.startswith("tokenizer:")], logs
+    for q in ("f16", "q8_0"):
+        alone = convert_folder(out / "merged", tmp_path / f"alone-{q}.gguf", q, model_name="m", progress=False)
+        assert alone.path.read_bytes() == (out / f"m-{q}.gguf").read_bytes(), q
+
+
+def test_vocab_comes_from_transformers_when_it_reads_the_files_otherwise(tmp_path: Path) -> None:
+    from tiny import make_tokenizer
+
+    from deploy.export import _vocab
+
+    tok = make_tokenizer("smollm2")
+    tok.save_pretrained(tmp_path)
+    logs: list[str] = []
+    assert _vocab(tok, tmp_path, {}, logs.append).tokens[-1] != "<|new|>" and not logs
+    tok.add_special_tokens({"additional_special_tokens": ["<|new|>"]})  # no longer what the files say
+    vocab = _vocab(tok, tmp_path, {}, logs.append)
+    assert vocab.tokens[-1] == "<|new|>"
+    assert len(logs) == 1 and "differently from its files" in logs[0] and "added tokens" in logs[0], logs
+
+
 def test_k_quant_without_llama_cpp_says_how_to_get_it(tmp_path: Path) -> None:
     base_dir, _ = base_and_adapter(tmp_path)
     code = (
