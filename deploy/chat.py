@@ -26,16 +26,19 @@ class Chatter(Protocol):
 
 
 class HFChatter:
-    def __init__(self, path: Path, base: str | None, max_new_tokens: int, temperature: float) -> None:
+    def __init__(
+        self, path: Path, base: str | None, max_new_tokens: int, temperature: float, allow_pickle: bool = False
+    ) -> None:
         from models.loading import load_model
 
         if (path / "adapter_config.json").is_file():
             from deploy.lora import LoraAdapter
             from deploy.merge import resolve_base
 
-            self.model, self.tok = load_model(str(resolve_base(LoraAdapter.load(path), base)), path)
+            base_name = str(resolve_base(LoraAdapter.load(path), base))
+            self.model, self.tok = load_model(base_name, path, allow_pickle=allow_pickle)
         elif (path / "config.json").is_file():
-            self.model, self.tok = load_model(str(path))
+            self.model, self.tok = load_model(str(path), allow_pickle=allow_pickle)
         else:
             raise FileNotFoundError(
                 f"{path}: not an adapter (adapter_config.json), model folder (config.json) or .gguf"
@@ -82,7 +85,8 @@ class GGUFChatter:
 
 
 def open_model(
-    path: Path, base: str | None = None, max_new_tokens: int = 128, temperature: float = 0.0
+    path: Path, base: str | None = None, max_new_tokens: int = 128, temperature: float = 0.0,
+    allow_pickle: bool = False,
 ) -> Chatter:
     if path.suffix == ".gguf":
         if not path.is_file():
@@ -90,7 +94,7 @@ def open_model(
         return GGUFChatter(path, max_new_tokens, temperature)
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: no such folder or .gguf file")
-    return HFChatter(path, base, max_new_tokens, temperature)
+    return HFChatter(path, base, max_new_tokens, temperature, allow_pickle)
 
 
 def trained_system(model: Path) -> str | None:
@@ -117,9 +121,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--system", help="system prompt (default: the one the run's training rows shared, if any)")
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="also load pickle weights (pytorch_model.bin, *.pt): only for files you trust")
     args = p.parse_args(argv)
     try:
-        chatter = open_model(args.model, args.base, args.max_new_tokens, args.temperature)
+        chatter = open_model(args.model, args.base, args.max_new_tokens, args.temperature, args.allow_pickle)
     except (FileNotFoundError, ValueError, RuntimeError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

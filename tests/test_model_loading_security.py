@@ -103,3 +103,15 @@ def test_no_code_passes_trust_remote_code():
         if "trust_remote_code=True" in p.read_text(encoding="utf-8")
     ]
     assert hits == []
+
+
+def test_deploy_chat_refuses_pickle_in_one_line_unless_allowed(pickle_dir, capsys, monkeypatch):
+    import io
+
+    from deploy.chat import main as chat_main
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    assert chat_main([str(pickle_dir)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "--allow-pickle" in err and "Traceback" not in err
+    assert chat_main([str(pickle_dir), "--allow-pickle"]) == 0  # loads, then stdin ends the chat
