@@ -53,18 +53,18 @@ class FaultServer:
             self.calls += 1
             self.in_flight += 1
             self.peak = max(self.peak, self.in_flight)
-        try:
-            time.sleep(self.delay)
-            if body["messages"][1]["content"] in self.bad:
-                with self.lock:
-                    self.bad_calls += 1
-                return self._fault(h)
-            action = Planner().act(body["messages"])
-            doc = {"choices": [{"message": {"content": action}, "finish_reason": "stop"}]}
-            _send(h, 200, json.dumps(doc).encode())
-        finally:
-            with self.lock:
-                self.in_flight -= 1
+        time.sleep(self.delay)
+        bad = body["messages"][1]["content"] in self.bad
+        # Leave the count before answering: once the answer is sent the client may send its next request
+        # before this thread gets here, and the peak would count one request twice.
+        with self.lock:
+            self.in_flight -= 1
+            self.bad_calls += bad
+        if bad:
+            return self._fault(h)
+        action = Planner().act(body["messages"])
+        doc = {"choices": [{"message": {"content": action}, "finish_reason": "stop"}]}
+        _send(h, 200, json.dumps(doc).encode())
 
     def _fault(self, h: BaseHTTPRequestHandler) -> None:
         if self.fault == "timeout":

@@ -13,6 +13,9 @@ from tiny import make_tokenizer, tiny_model
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
 from data_prep.render import IGNORE_INDEX, render_example
+from train.cpu_speed import SEGMENT_ATTENTION, register_segment_attention
+
+register_segment_attention()  # the CPU plan's per-example attention (train/cpu_speed.py)
 
 CHATS = [
     [
@@ -56,7 +59,7 @@ def _loss_sum(model, batch):
     return lsum, int((labels != -100).sum())
 
 
-@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("attn", ["sdpa", "eager", SEGMENT_ATTENTION])
 def test_padding_free_loss_equals_padded_loss(attn):
     tok = make_tokenizer("smollm2")
     model = tiny_model(tok, family="llama", attn_implementation=attn).train()
@@ -92,10 +95,11 @@ def test_padding_free_loss_equals_padded_loss(attn):
     assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(g_pad, g_flat, strict=True))
 
 
-def test_without_position_reset_sequences_leak():
+@pytest.mark.parametrize("attn", ["sdpa", SEGMENT_ATTENTION])
+def test_without_position_reset_sequences_leak(attn):
     """The check above can fail: flattening without position resets lets sequences attend to each other."""
     tok = make_tokenizer("smollm2")
-    model = tiny_model(tok, family="llama").train()
+    model = tiny_model(tok, family="llama", attn_implementation=attn).train()
     torch.manual_seed(0)
     for p in model.parameters():
         p.data.normal_(0, 0.2)

@@ -144,6 +144,10 @@ def test_run_folder_has_everything(finished_run):
     assert m["backend"] == "hf" and m["steps"] == 24
     assert 0 < m["trained_token_share"] < 1 and m["supervised_tokens"] > 0
     assert m["final_eval_loss"] < m["base_eval_loss"]
+    # the CPU plan's levers, as planned and as run
+    assert m["plan"]["head_loss"] == m["head_loss"] == "fused" and m["attention"] == "sdpa_segments"
+    frozen = "bf16 (14 layers)" if m["plan"]["base_weights"] == "bf16" else "float32"
+    assert m["frozen_weights"] == frozen
     assert "Hardware plan" in stdout and "trained-token share" in stdout
     assert len(json.loads((run_dir / "samples.json").read_text())) == 2
 

@@ -91,6 +91,15 @@ def write_metrics(path: Path, metrics: dict[str, Any]) -> None:
     write_text_atomic(path, json.dumps(metrics, indent=2, sort_keys=False) + "\n")
 
 
+def _frozen_weights(built: Any) -> str:
+    """The dtype the frozen base weights trained in: "bf16 (N layers)" when the CPU plan cast them."""
+    frozen = getattr(built, "frozen", None)
+    if frozen is not None and frozen.cast_layers:
+        return f"bf16 ({frozen.cast_layers} layers)"
+    dtype = getattr(built.trainer.model, "dtype", None)
+    return str(dtype).replace("torch.", "") if dtype is not None else "unknown"
+
+
 def run_metrics(
     session: Any, data: Any, built: Any, *, train_loss: float, train_call_s: float, tokens: int, supervised: int,
     final_eval: dict[str, Any], base_eval_loss: float | None,
@@ -113,6 +122,8 @@ def run_metrics(
         "batching_requested": built.batching,
         "sft_effective": {k: built.ran[k] for k in ("padding_free", "packing", "max_length")},
         "attention": attention_backend(session.info.name, trainer.model),
+        "head_loss": built.ran.get("head_loss"),
+        "frozen_weights": _frozen_weights(built),
         "wall_time_s": round(time.perf_counter() - session.t_start, 2),  # this session: load, data, train, eval
         "train_call_s": round(train_call_s, 2),
         "train_time_s": round(seconds, 2),

@@ -56,6 +56,10 @@ class Plan:
     fits: bool = True
     advice: list[str] = field(default_factory=list)  # what to change when it does not fit
     notes: list[str] = field(default_factory=list)
+    # CPU speed levers (train/cpu_speed.py, train/head_loss.py); the GPU path keeps the defaults.
+    base_weights: str = ""  # frozen base weights in training: "" (as the backend loads them) | fp32 | bf16
+    attention: str = ""  # "" (the model's default) | sdpa_segments (per-example attention, padding-free rows)
+    head_loss: str = "trl"  # trl (TRL's chunked_nll) | fused (frozen head + CE, gradient made in the forward)
 
     def sft_fields(self) -> dict[str, object]:
         """The SFTConfig fields this plan decides."""
@@ -90,6 +94,8 @@ def with_explicit(p: Plan, sft: dict[str, object]) -> Plan:
     elif "bf16" in sft or "fp16" in sft:  # explicitly off
         p.precision = "fp32"
         changed.append("precision")
+    if p.use_cpu and p.precision != "bf16":
+        p.base_weights = "fp32"  # bf16 weights only under bf16 autocast
     if changed:
         p.notes.append(f"from the config: {', '.join(changed)}")
     return p
@@ -106,6 +112,8 @@ def with_model_dtype(p: Plan, dtype: str, hw: Hardware, sft: dict[str, object]) 
     a TypeError; float32 weights suit either autocast. So an explicit 16-bit dtype sets the precision.
     """
     want = {"float16": "fp16", "fp16": "fp16", "bfloat16": "bf16", "bf16": "bf16"}.get(dtype)
+    if p.use_cpu and dtype != "auto":  # the weights are what the config says, not the plan's choice
+        p.base_weights = "bf16" if want == "bf16" else "fp32"
     if want is None or p.precision == want:
         return p
     asked = "bf16" if sft.get("bf16") else "fp16" if sft.get("fp16") else None
@@ -203,15 +211,20 @@ def _plan_cpu(hw: Hardware, seq_len: int, method: str, bnb_available: bool) -> P
         notes.append("QLoRA needs bitsandbytes, which is not installed: training LoRA in fp32 instead")
         method = "lora"
     batch = 4 if seq_len <= 256 else 2 if seq_len <= 1024 else 1
-    precision = "fp32"
+    precision = base_weights = "fp32"
     if hw.bf16:
-        # bf16 autocast (weights and optimizer stay fp32): ~1.8x faster steps on AMX, same loss to 1e-3.
-        precision = "bf16"
-        notes.append("CPU has bf16 matrix units: mixed precision (bf16 compute, fp32 weights)")
+        # bf16 autocast: ~1.8x faster steps on AMX. The frozen base weights are stored in bf16 (the values
+        # autocast computes with anyway, without re-casting them every step); LoRA, norms, embeddings and the
+        # optimizer stay fp32.
+        precision = base_weights = "bf16"
+        notes.append("CPU has bf16 matrix units: bf16 compute, frozen base weights in bf16, LoRA + optimizer fp32")
+    # Per-example attention and the fused head loss pay on every CPU (measured: bench/train_throughput.py).
+    notes.append("padding-free rows: attention per example (sdpa_segments); fused output-head loss")
     # Small effective batch on CPU: few examples per demo; more optimizer steps beat smoother ones.
     return Plan(
         device=hw.device, precision=precision, batch_size=batch, grad_accum=1, gradient_checkpointing=False,
-        seq_len=seq_len, method=method, use_cpu=True, notes=notes,
+        seq_len=seq_len, method=method, use_cpu=True, notes=notes, base_weights=base_weights,
+        attention="sdpa_segments", head_loss="fused",
     )
 
 
@@ -274,6 +287,8 @@ def render(p: Plan, params_b: float, model: str) -> object:
         ("gradient checkpointing", "on" if p.gradient_checkpointing else "off"),
         ("sequence length", str(p.seq_len)),
     ]
+    if p.use_cpu:
+        rows.append(("frozen weights / attention / head loss", f"{p.base_weights} / {p.attention} / {p.head_loss}"))
     if not p.use_cpu:
         rows.append(("VRAM needed / available", f"~{p.need_gb:.1f} / {p.vram_gb:.1f} GB"))
     rows.append(("fits", "yes" if p.fits else "NO"))

@@ -13,6 +13,7 @@ Import this module only after :func:`train.backend.activate` (it imports transfo
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -31,6 +32,7 @@ from train import planner
 from train.backend import BackendInfo, bnb_available, load_trainable
 from train.callbacks import CountersCheckpoint, GracefulInterrupt
 from train.config import TrainConfig, save_config, validate_sft_keys
+from train.cpu_speed import FrozenWeightsDtype, attention_for
 from train.data import TokenStats, check_trainable, prepare_data, read_jsonl, tokenize_rows
 from train.metrics import Counters, run_metrics, write_metrics
 from train.model_choice import params_billions, pick_model
@@ -91,7 +93,8 @@ class BuiltTrainer:
     counters: Counters
     interrupt: GracefulInterrupt
     batching: str  # what we asked SFTConfig for
-    ran: dict[str, Any]  # what the built trainer runs (sft_args.effective_batching)
+    ran: dict[str, Any]  # what the built trainer runs (sft_args.effective_batching, head_loss)
+    frozen: FrozenWeightsDtype | None = None  # bf16 frozen weights during train() (CPU plan), else None
 
 
 def plan_run(
@@ -174,20 +177,24 @@ def load_data(session: RunSession) -> PreparedData:
 
 def build_trainer(session: RunSession, data: PreparedData) -> BuiltTrainer:
     """The LoRA model on the chosen backend, ``SFTConfig`` (our defaults < hardware plan < ``sft``), callbacks
-    (Ctrl-C checkpoint, token counters, TensorBoard, early stopping) and the optimizer (LoRA+ when asked)."""
+    (Ctrl-C checkpoint, token counters, TensorBoard, early stopping), the optimizer (LoRA+ when asked) and
+    the plan's CPU speed levers (per-example attention, bf16 frozen weights, fused head loss)."""
     cfg, plan = session.cfg, session.plan
     seed = int(cfg.sft.get("seed", 42))
     torch.manual_seed(seed)
+    batching = choose_batching(cfg, plan.batch_size)
+    attention = attention_for(plan.attention, batching, cfg.model.attn_implementation)
     model, data.tokenizer = load_trainable(
-        session.info, session.source, cfg.model, cfg.lora,
-        precision="fp32" if plan.use_cpu else plan.precision,  # CPU bf16 is autocast over fp32 weights
+        session.info, session.source, dataclasses.replace(cfg.model, attn_implementation=attention), cfg.lora,
+        precision="fp32" if plan.use_cpu else plan.precision,  # CPU: fp32 load, frozen weights cast by `frozen`
         gradient_checkpointing=plan.gradient_checkpointing, seed=seed, tokenizer=data.tokenizer,
         work_dir=session.run_dir,
     )
-    batching = choose_batching(cfg, plan.batch_size)
     args = build_sft_config(cfg, plan, session.run_dir, batching, data.eval_ds is not None, _steps_hint(cfg, plan, data))
     counters = Counters.load(Path(session.last_ckpt)) if session.last_ckpt else Counters()
     interrupt = GracefulInterrupt()
+    callbacks = _callbacks(session, data, interrupt, counters)
+    frozen = FrozenWeightsDtype(torch.bfloat16) if plan.use_cpu and plan.base_weights == "bf16" else None
     optimizers: tuple[Any, Any] = (None, None)
     if cfg.lora.loraplus_lr_ratio:
         from train.optim import loraplus_optimizer
@@ -195,16 +202,16 @@ def build_trainer(session: RunSession, data: PreparedData) -> BuiltTrainer:
         optimizers = (loraplus_optimizer(model, args, cfg.lora.loraplus_lr_ratio), None)
     trainer = RecipeTrainer(
         model=model, args=args, train_dataset=data.train_ds, eval_dataset=data.eval_ds,
-        processing_class=data.tokenizer, callbacks=_callbacks(session, data, interrupt, counters),
-        optimizers=optimizers, counters=counters,
+        processing_class=data.tokenizer, callbacks=callbacks + ([frozen] if frozen else []),
+        optimizers=optimizers, counters=counters, fused_head=plan.head_loss == "fused",
     )
-    ran = effective_batching(trainer.args)
+    ran = {**effective_batching(trainer.args), "head_loss": trainer.head_loss}
     if ran["batching"] != batching and session.main_proc:
         session.console.print(
             f"[yellow]batching: {batching} was asked for, the trainer runs {ran['batching']} "
             f"(padding_free={ran['padding_free']}, packing={ran['packing']}, max_length={ran['max_length']})[/yellow]"
         )
-    return BuiltTrainer(trainer, counters, interrupt, batching, ran)
+    return BuiltTrainer(trainer, counters, interrupt, batching, ran, frozen)
 
 
 def _steps_hint(cfg: TrainConfig, plan: planner.Plan, data: PreparedData) -> int:

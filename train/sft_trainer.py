@@ -1,5 +1,6 @@
 """``RecipeTrainer``: TRL's ``SFTTrainer`` (Unsloth's patched one when Unsloth was imported first) that counts
-trained and supervised tokens and refuses a batch whose labels are all masked.
+trained and supervised tokens and refuses a batch whose labels are all masked; with ``fused_head`` (the CPU
+plan's ``head_loss: fused``) its output-head loss is :mod:`train.head_loss` instead of TRL's chunked one.
 
 Import it only after :func:`train.backend.activate` (it imports TRL).
 """
@@ -22,10 +23,14 @@ class AllMaskedBatchError(RuntimeError):
 class RecipeTrainer(SFTTrainer):
     """SFTTrainer that counts trained/supervised tokens and refuses batches whose labels are all masked."""
 
-    def __init__(self, *args: Any, counters: Counters, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, counters: Counters, fused_head: bool = False, **kwargs: Any) -> None:
         self.counters = counters
         drop_known_log_lines()
         super().__init__(*args, **kwargs)
+        loss_type = str(getattr(self.args, "loss_type", "nll"))
+        self.head_loss = "trl chunked_nll" if loss_type == "chunked_nll" else loss_type  # what runs (metrics.json)
+        if fused_head:
+            self.head_loss = _fused_head(self.model, loss_type)
 
     def compute_loss(
         self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
@@ -47,3 +52,16 @@ class RecipeTrainer(SFTTrainer):
         return super().compute_loss(
             model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
         )
+
+
+def _fused_head(model: Any, loss_type: str) -> str:
+    """Swap TRL's chunked head loss for ours where it covers the model; returns what runs (for metrics.json)."""
+    from train import head_loss
+
+    if loss_type != "chunked_nll":  # another loss was asked for (nll, dft): keep it
+        return str(loss_type)
+    why = head_loss.supported(model)
+    if why is not None:
+        return f"trl chunked_nll ({why})"
+    head_loss.install(model)
+    return "fused"
