@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-chars", type=int, help="reject rows with more content characters (too_long)")
     p.add_argument("--quality-threshold", type=float, metavar="X", help="reject rows scoring below X in [0, 1]")
     p.add_argument("--balance-cap", type=int, metavar="N", help="keep at most N rows per task type / tag")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="processes for the row work (default: the usable CPUs, at most 8, from 4 MiB of input "
+                        "with a tokenizer; else 1); the output is the same for any N")
     bar = p.add_mutually_exclusive_group()
     bar.add_argument("--progress", dest="progress", action="store_true", default=None, help="always show progress")
     bar.add_argument("--no-progress", dest="progress", action="store_false", help="never show progress")
@@ -67,6 +70,7 @@ def config_from_args(args: argparse.Namespace) -> PrepConfig:
         quality_threshold=args.quality_threshold,
         balance_cap=args.balance_cap,
         progress=args.progress,
+        workers=args.workers,
     )
 
 

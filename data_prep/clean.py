@@ -13,6 +13,7 @@ import unicodedata
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 from data_prep.conversation import Conversation
 from data_prep.validate import RowError, content_chars
@@ -21,9 +22,10 @@ _NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
 _POS_BITS = 40  # position (line or index) in the low bits, file index above
 
 
-def exact_text(conv: Conversation) -> str:
-    """The canonical JSON of what is trained on (messages and tools)."""
-    return json.dumps([conv.as_chat(), conv.tools], ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+def exact_text(conv: Conversation, chat: list[dict[str, Any]] | None = None) -> str:
+    """The canonical JSON of what is trained on (messages and tools); ``chat`` is ``conv.as_chat()`` if known."""
+    chat = conv.as_chat() if chat is None else chat
+    return json.dumps([chat, conv.tools], ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
 
 def normalized_text(conv: Conversation) -> str:

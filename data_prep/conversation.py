@@ -43,8 +43,9 @@ class Conversation:
     tags: list[str] = field(default_factory=list)
     tools: list[dict[str, Any]] | None = None  # function schemas offered to the model
 
-    def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"messages": [m.to_dict() for m in self.messages], "source": self.source}
+    def to_dict(self, chat: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """The ``train.jsonl`` row; ``chat`` is :meth:`as_chat` when the caller already has it."""
+        d: dict[str, Any] = {"messages": self.as_chat() if chat is None else chat, "source": self.source}
         if self.task_type:
             d["task_type"] = self.task_type
         if self.tags:

@@ -17,8 +17,11 @@ Every problem in a row raises :class:`~data_prep.validate.RowError` with a fixed
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from data_prep.conversation import Conversation, Message
@@ -55,17 +58,23 @@ class Tags:
     function_tag: str = "function_call"
     system_tag: str = "system"
 
-    def role_map(self) -> dict[str, str]:
-        m = {
-            self.user_tag: "user",
-            self.assistant_tag: "assistant",
-            self.observation_tag: "tool",
-            self.function_tag: "function_call",
-            self.system_tag: "system",
-        }
-        if self == Tags():  # plain ShareGPT files: also take the OpenAI role names
-            m.update({"user": "user", "assistant": "assistant", "tool": "tool"})
-        return m
+    def role_map(self) -> Mapping[str, str]:
+        """Tag -> canonical role (read-only, built once per set of tags: every row asks)."""
+        return _role_map(self)
+
+
+@functools.lru_cache(maxsize=64)
+def _role_map(t: Tags) -> Mapping[str, str]:
+    m = {
+        t.user_tag: "user",
+        t.assistant_tag: "assistant",
+        t.observation_tag: "tool",
+        t.function_tag: "function_call",
+        t.system_tag: "system",
+    }
+    if t == Tags():  # plain ShareGPT files: also take the OpenAI role names
+        m.update({"user": "user", "assistant": "assistant", "tool": "tool"})
+    return MappingProxyType(m)
 
 
 @dataclass(frozen=True)

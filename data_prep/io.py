@@ -328,6 +328,11 @@ class JsonlWriter(AtomicFile):
         self.fh.write(json.dumps(obj, ensure_ascii=False) + "\n")
         self.count += 1
 
+    def add_line(self, line: str) -> None:
+        """A row already serialised as :meth:`add` would write it (``json.dumps(obj, ensure_ascii=False)``)."""
+        self.fh.write(line if line.endswith("\n") else line + "\n")
+        self.count += 1
+
 
 class RejectWriter(JsonlWriter):
     """``rejects.jsonl``: one :class:`Reject` per line."""

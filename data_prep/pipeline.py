@@ -4,6 +4,10 @@ Pass one streams every input row through the checks and appends kept rows to a t
 their split hash and length); pass two routes them to ``train.jsonl`` / ``test.jsonl``. Memory holds only
 dedup digests (about 100 bytes per unique row) and 12 bytes per kept row (split hash and length).
 
+Pass one reads records in chunks; the per-row work (convert, validate, score, hash, render, serialise:
+:mod:`data_prep.work`) runs in ``workers`` processes, and this process applies the outcomes in input order
+(dedup, balance cap, counters, writes), so every output is the same for any number of workers.
+
 Outputs in ``cfg.out`` (each written to a temp file and renamed when complete): ``train.jsonl``,
 ``test.jsonl``, ``rejects.jsonl``, ``duplicates.jsonl``, ``stats.json``, ``length_hist.png``.
 """
@@ -19,37 +23,24 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from data_prep.clean import (
-    BalanceCap,
-    Deduper,
-    check_length,
-    digest64,
-    exact_text,
-    normalized_text,
-    pack_source,
-    quality_score,
-    stratum,
-    unpack_source,
-)
+from data_prep.clean import BalanceCap, Deduper, pack_source, unpack_source
 from data_prep.conversation import Reject
-from data_prep.formats import (
-    FORMAT_CHOICES,
-    FormatOptions,
-    detect_format,
-    options_for_sharegpt_messages,
-    to_conversation,
-)
+from data_prep.formats import FORMAT_CHOICES, FormatOptions, detect_format, options_for_sharegpt_messages
 from data_prep.io import DataPrepError, JsonlWriter, Reader, Record, RejectWriter
 from data_prep.llamafactory import load_datasets
-from data_prep.split import Splitter, split_hash
+from data_prep.split import Splitter
 from data_prep.stats import Stats, plot_lengths
-from data_prep.validate import RowError, validate
+from data_prep.validate import RowError
+from data_prep.work import Outcome, RowSettings, Workers, cpu_seconds, gc_frozen, usable_cpus
 from fileio.atomic import write_json_atomic
 
 __all__ = ["DataPrepError", "PrepConfig", "prepare"]
 
 OVERLONG = ("truncate", "drop")
 PROGRESS_MIN_BYTES = 4 << 20  # show a progress bar from 4 MiB of input
+PARALLEL_MIN_BYTES = 4 << 20  # below this, starting worker processes costs more than it saves
+CHUNK_ROWS = 256  # records per unit of work: large enough to batch tokenization, small enough to stay flat
+MAX_AUTO_WORKERS = 8  # the main process applies outcomes serially; past this it is the bottleneck
 
 
 @dataclass
@@ -73,6 +64,8 @@ class PrepConfig:
     quality_threshold: float | None = None
     balance_cap: int | None = None
     progress: bool | None = None  # None: a bar on stderr from PROGRESS_MIN_BYTES of input
+    workers: int | None = None  # processes for the row work; None: the usable CPUs (at most 8) from 4 MiB of input
+    fast_render: bool = True  # False: render every row the straightforward way (same results, slower)
 
     def check(self) -> None:
         """Raise :class:`DataPrepError` for a setting that cannot work."""
@@ -88,6 +81,8 @@ class PrepConfig:
             raise DataPrepError(f"--max-chars {self.max_chars} is below --min-chars {self.min_chars}")
         if self.balance_cap is not None and self.balance_cap < 1:
             raise DataPrepError(f"--balance-cap must be at least 1, got {self.balance_cap}")
+        if self.workers is not None and self.workers < 1:
+            raise DataPrepError(f"--workers must be at least 1, got {self.workers}")
         if self.quality_threshold is not None and not 0 <= self.quality_threshold <= 1:
             raise DataPrepError(f"--quality-threshold must be in [0, 1], got {self.quality_threshold}")
         if bool(self.dataset_info) != bool(self.dataset):
@@ -150,23 +145,15 @@ class _Run:
         self.stats.reject(reason)
         self.rejects.reject(Reject(source, reason, row, detail))
 
-    def row(self, rec: Record, fmt: str, opts: FormatOptions, file_index: int) -> None:
+    def apply(self, rec: Record, o: Outcome, file_index: int) -> None:
+        """Apply one row's outcome, in the serial order of the checks: early checks, dedup, render, cap."""
         cfg, stats = self.cfg, self.stats
         raw = rec.value[1] if isinstance(rec.value, tuple) else rec.value
         try:
-            conv = to_conversation(fmt, rec.value, opts)
-            conv.source = rec.source
-            validate(conv)
-            n_chars = check_length(conv, cfg.min_chars, cfg.max_chars)
-            if cfg.quality_threshold is not None:
-                won = raw.get("won") if fmt == "react" and isinstance(raw, dict) else None
-                q = quality_score(conv, won=won)
-                if q < cfg.quality_threshold:
-                    raise RowError("low_quality", f"quality score {q} is below --quality-threshold {cfg.quality_threshold}")
-            norm = normalized_text(conv)
+            if o.error is not None:
+                raise RowError(*o.error)
             if cfg.dedup:
-                here = pack_source(file_index, _position(rec.source))
-                dup = self.deduper.check(digest64(exact_text(conv)), digest64(norm), here)
+                dup = self.deduper.check(o.exact, o.norm, pack_source(file_index, _position(rec.source)))
                 if dup is not None:
                     kind, first = dup
                     fi, pos = unpack_source(first)
@@ -175,39 +162,47 @@ class _Run:
                     self.duplicates.add({"source": rec.source, "duplicate_of": f"{self.files[fi]}:{pos}",
                                          "kind": kind, "row": raw})
                     return
-            length, n_used, n_trained, over = n_chars, 0, 0, False
-            if self.tokenizer is not None:
-                from data_prep.render import IGNORE_INDEX, RenderError, render_example
-
-                try:
-                    ex = render_example(self.tokenizer, conv.as_chat(), tools=conv.tools)
-                except RenderError as e:
-                    raise RowError("render_error", str(e)) from None
-                length = n_used = ex.n_tokens
-                n_trained = ex.n_trained
-                if length > cfg.max_length:
-                    over = True
-                    if cfg.overlong == "drop":
-                        stats.rows_over_max_length += 1
-                        raise RowError("too_long", f"{length} tokens, more than --max-length {cfg.max_length} "
-                                                   "(--overlong drop)")
-                    n_used = cfg.max_length
-                    n_trained = sum(1 for x in ex.labels[: cfg.max_length] if x != IGNORE_INDEX)
+            length, n_used, n_trained, over = self._lengths(o)
             if self.cap is not None:
-                self.cap.admit(stratum(conv))
+                self.cap.admit(o.stratum)
             if over:
                 stats.rows_over_max_length += 1
                 stats.rows_truncated += 1
             stats.tokens_total += n_used
             stats.tokens_trained += n_trained
-            key = conv.task_type or ""
-            h = split_hash(cfg.seed, norm)
-            self.splitter.add(key, h)
-            self.kept.write(json.dumps({"h": h, "k": key, "n": length, "row": conv.to_dict()}, ensure_ascii=False))
-            self.kept.write("\n")
+            self.splitter.add(o.key, o.h)
+            # One line per kept row: split hash, length, stratum, then the row exactly as it will be written.
+            self.kept.write(f"{o.h}\t{length}\t{json.dumps(o.key)}\t{o.row_json}\n")
             stats.rows_kept += 1
         except RowError as e:
             self.reject(rec.source, e.reason, raw, e.detail)
+
+    def _lengths(self, o: Outcome) -> tuple[int, int, int, bool]:
+        """(length, tokens used, tokens trained, over max length); rejects render errors and drops."""
+        if o.failure is not None:
+            raise o.failure
+        if o.render_error is not None:
+            raise RowError("render_error", o.render_error)
+        if o.tokens is None:
+            return o.n_chars, 0, 0, False
+        cfg, length = self.cfg, o.tokens
+        if length <= cfg.max_length:
+            return length, length, o.trained, False
+        if cfg.overlong == "drop":
+            self.stats.rows_over_max_length += 1
+            raise RowError("too_long", f"{length} tokens, more than --max-length {cfg.max_length} (--overlong drop)")
+        return length, cfg.max_length, o.trained, True
+
+
+def _pass_two(kept_path: str, splitter: Splitter, stats: Stats, train: JsonlWriter, test: JsonlWriter) -> None:
+    """Route the kept rows, in input order, to train/test by the finalized split."""
+    with open(kept_path, encoding="utf-8") as f:
+        for line in f:
+            h, n, key, row = line.split("\t", 3)
+            k = "" if key == '""' else json.loads(key)  # the common case costs no parse
+            split = splitter.assign(k, int(h))
+            (test if split == "test" else train).add_line(row)
+            stats.splits[split].add(int(n), k or None)
 
 
 def _records(reader: Reader, bar: Any) -> Iterator[Record | Reject]:
@@ -228,7 +223,7 @@ def prepare(cfg: PrepConfig, tokenizer: Any = None) -> dict[str, Any]:
     plan = _plan_inputs(cfg)
     if tokenizer is None and cfg.tokenizer:
         tokenizer = _load_tokenizer(cfg.tokenizer)
-    t_rows = time.perf_counter()
+    t_rows, cpu_rows = time.perf_counter(), cpu_seconds()
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise DataPrepError(f"{out}: --out must be a folder, this is a file")
@@ -243,7 +238,7 @@ def prepare(cfg: PrepConfig, tokenizer: Any = None) -> dict[str, Any]:
         writers.append(rejects)
         duplicates = JsonlWriter(out / "duplicates.jsonl")
         writers.append(duplicates)
-        with os.fdopen(fd, "w", encoding="utf-8") as kept:
+        with os.fdopen(fd, "w", encoding="utf-8") as kept, gc_frozen():
             run = _Run(cfg, tokenizer, stats, rejects, duplicates, kept, splitter, Deduper(),
                        BalanceCap(cfg.balance_cap) if cfg.balance_cap else None, [p.path for p in plan])
             _pass_one(run, plan)
@@ -252,18 +247,14 @@ def prepare(cfg: PrepConfig, tokenizer: Any = None) -> dict[str, Any]:
         writers.append(train)
         test = JsonlWriter(out / "test.jsonl")
         writers.append(test)
-        with open(kept_path, encoding="utf-8") as f:
-            for line in f:
-                d = json.loads(line)
-                split = splitter.assign(d["k"], d["h"])
-                (test if split == "test" else train).add(d["row"])
-                stats.splits[split].add(d["n"], d["row"].get("task_type"))
+        _pass_two(kept_path, splitter, stats, train, test)
         unit = "tokens" if tokenizer is not None else "chars"
         config = asdict(cfg)
         if tokenizer is not None and not cfg.tokenizer:
             config["tokenizer"] = getattr(tokenizer, "name_or_path", type(tokenizer).__name__)
-        now = time.perf_counter()
-        result = stats.to_dict(length_unit=unit, config=config, elapsed_s=now - t0, rows_s=now - t_rows)
+        now, cpu = time.perf_counter(), cpu_seconds()
+        result = stats.to_dict(length_unit=unit, config=config, elapsed_s=now - t0, rows_s=now - t_rows,
+                               cpu_s=None if cpu is None or cpu_rows is None else cpu - cpu_rows)
         for w in writers:
             w.commit()
         plot_lengths(out / "length_hist.png", stats, length_unit=unit, max_length=cfg.max_length)
@@ -277,40 +268,81 @@ def prepare(cfg: PrepConfig, tokenizer: Any = None) -> dict[str, Any]:
             os.unlink(kept_path)
 
 
+def _n_workers(cfg: PrepConfig, tokenizer: Any, total_bytes: int) -> int:
+    if cfg.workers is not None:
+        return cfg.workers
+    if tokenizer is None or total_bytes < PARALLEL_MIN_BYTES:  # without rendering the row work is light
+        return 1
+    return min(usable_cpus(), MAX_AUTO_WORKERS)
+
+
+def _settings(cfg: PrepConfig) -> RowSettings:
+    return RowSettings(cfg.min_chars, cfg.max_chars, cfg.quality_threshold, cfg.dedup, cfg.max_length, cfg.seed,
+                       cfg.fast_render)
+
+
 def _pass_one(run: _Run, plan: list[_Input]) -> None:
     show = run.cfg.progress
     total = sum(Path(p.path).stat().st_size for p in plan)
     if show is None:
         show = total >= PROGRESS_MIN_BYTES
+    # Workers first: they fork before the progress bar starts its monitor thread.
+    workers = Workers(_n_workers(run.cfg, run.tokenizer, total), run.tokenizer, _settings(run.cfg))
     bar = None
-    if show:
-        from tqdm import tqdm
-
-        bar = tqdm(total=total, unit="B", unit_scale=True, desc="data_prep", leave=False)
+    finished = False
     try:
+        if show:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, unit="B", unit_scale=True, desc="data_prep", leave=False)
         for index, item in enumerate(plan):
-            reader = Reader(item.path)
-            fmt = "react" if item.format == "auto" and reader.container == "text" else item.format
-            if reader.container == "text" and fmt != "react":
-                raise DataPrepError(f"{item.path}: .txt files are read as ReAct text trajectories; --format {fmt} "
-                                "needs a .json or .jsonl file")
-            opts = item.opts
-            rows_in, kept_before = run.stats.rows_in, run.stats.rows_kept
-            for rec in _records(reader, bar):
-                run.stats.rows_in += 1
-                if isinstance(rec, Reject):
-                    run.reject(rec.source, rec.reason, rec.row, rec.detail)
-                    continue
-                if fmt == "auto":
-                    fmt = detect_format(rec.value, rec.source, opts)
-                    if fmt == "sharegpt" and isinstance(rec.value, dict) and "conversations" not in rec.value:
-                        opts = options_for_sharegpt_messages(opts)
-                run.row(rec, fmt, opts, index)
-            entry: dict[str, Any] = {"path": item.path, "format": fmt, "rows_in": run.stats.rows_in - rows_in,
-                                     "rows_kept": run.stats.rows_kept - kept_before}
-            if item.dataset:
-                entry["dataset"] = item.dataset
-            run.stats.inputs.append(entry)
+            _one_file(run, workers, item, index, bar)
+        finished = True
     finally:
+        workers.close(wait=finished)
         if bar is not None:
             bar.close()
+
+
+def _one_file(run: _Run, workers: Workers, item: _Input, index: int, bar: Any) -> None:
+    """Stream one input file through the workers; every outcome is applied before this returns."""
+    reader = Reader(item.path)
+    fmt = "react" if item.format == "auto" and reader.container == "text" else item.format
+    if reader.container == "text" and fmt != "react":
+        raise DataPrepError(f"{item.path}: .txt files are read as ReAct text trajectories; --format {fmt} "
+                            "needs a .json or .jsonl file")
+    opts = item.opts
+    rows_in, kept_before = run.stats.rows_in, run.stats.rows_kept
+
+    def done(entries: list[Record | Reject], outcomes: list[Outcome]) -> None:
+        results = iter(outcomes)
+        for rec in entries:
+            if isinstance(rec, Reject):
+                run.reject(rec.source, rec.reason, rec.row, rec.detail)
+            else:
+                run.apply(rec, next(results), index)
+
+    entries: list[Record | Reject] = []
+    for rec in _records(reader, bar):
+        run.stats.rows_in += 1
+        if isinstance(rec, Record) and fmt == "auto":
+            fmt = detect_format(rec.value, rec.source, opts)
+            if fmt == "sharegpt" and isinstance(rec.value, dict) and "conversations" not in rec.value:
+                opts = options_for_sharegpt_messages(opts)
+        entries.append(rec)
+        if len(entries) >= CHUNK_ROWS:
+            _submit(workers, fmt, opts, entries, done)
+            entries = []
+    if entries:
+        _submit(workers, fmt, opts, entries, done)
+    workers.drain(done)
+    entry: dict[str, Any] = {"path": item.path, "format": fmt, "rows_in": run.stats.rows_in - rows_in,
+                             "rows_kept": run.stats.rows_kept - kept_before}
+    if item.dataset:
+        entry["dataset"] = item.dataset
+    run.stats.inputs.append(entry)
+
+
+def _submit(workers: Workers, fmt: str, opts: FormatOptions, entries: list[Record | Reject], done: Any) -> None:
+    items = [(r.source, r.value) for r in entries if isinstance(r, Record)]
+    workers.submit(fmt, opts, items, entries, done)

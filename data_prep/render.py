@@ -17,17 +17,28 @@ Both prefixes must be prefixes of the full text. Templates that render earlier t
 messages follow are not prefix-consistent; for them the template's own ``{% generation %}`` markers are used
 when it has them, otherwise :class:`RenderError` says so. A wrong mask is never returned silently.
 
-Cost per row: two batched template renders of the prefixes (plain string work) and one fast-tokenizer call
-on the full text with offsets; character spans are mapped to tokens by their start offsets.
+Cost per row, straightforward path: one render of the chat and two batched renders of its prefixes, then one
+fast-tokenizer call on the full text with offsets; character spans are mapped to tokens by their start offsets.
+
+Fast path (:func:`render_examples`, and :func:`render_example` by default): for a template that provably
+copies contents verbatim (:mod:`data_prep.skeleton`), each conversation *shape* (roles, empty contents) is
+rendered once with sentinels; a row then costs a string join, and a batch is tokenized in one backend call.
+Rows the fast path cannot take (tools, tool calls, extra fields, impure templates, unusual shapes) go the
+straightforward way, so both paths return the same ids, labels, text and errors; ``fast=False`` forces the
+straightforward one.
 """
 
 from __future__ import annotations
 
 import bisect
 import re
+import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
+
+from data_prep.skeleton import Shape, Skeleton, build_skeleton, shape_of, template_is_pure
 
 IGNORE_INDEX = -100
 
@@ -49,7 +60,7 @@ class RenderedExample:
 
     @property
     def n_trained(self) -> int:
-        return sum(1 for x in self.labels if x != IGNORE_INDEX)
+        return len(self.labels) - self.labels.count(IGNORE_INDEX)
 
 
 class RenderError(ValueError):
@@ -62,13 +73,19 @@ def render_example(
     *,
     tools: list[dict[str, Any]] | None = None,
     max_length: int | None = None,
+    fast: bool = True,
 ) -> RenderedExample:
     """Render ``messages`` with the tokenizer's chat template; label every assistant turn and its end token.
 
     ``max_length`` keeps the first ``max_length`` tokens (labels cut the same way) and sets ``truncated``.
+    ``fast=False`` skips the skeleton cache (same result, the straightforward way).
     """
-    if max_length is not None and max_length < 1:
-        raise ValueError(f"max_length must be a positive number of tokens, got {max_length}")
+    if fast:
+        result = render_examples(tokenizer, [messages], [tools], max_length=max_length)[0]
+        if isinstance(result, RenderError):
+            raise result
+        return result
+    _check_max_length(max_length)
     _check_messages(messages)
     assistant_idx = [i for i, m in enumerate(messages) if m.get("role") == "assistant"]
     if not assistant_idx:
@@ -87,10 +104,91 @@ def render_example(
             "{% generation %} markers to the template or split the chat into one example per assistant turn"
         )
 
-    truncated = max_length is not None and len(input_ids) > max_length
-    if truncated:
-        input_ids, labels = input_ids[:max_length], labels[:max_length]
-    return RenderedExample(input_ids=input_ids, labels=labels, text=text, truncated=truncated)
+    return _finish(input_ids, labels, text, max_length)
+
+
+def render_examples(
+    tokenizer: Any,
+    chats: Sequence[list[dict[str, Any]]],
+    tools: Sequence[list[dict[str, Any]] | None] | None = None,
+    *,
+    max_length: int | None = None,
+) -> list[RenderedExample | RenderError]:
+    """:func:`render_example` over many chats (``tools[i]`` for chat ``i``): results in order, errors returned.
+
+    Chats the skeleton cache can fill are tokenized together in one backend call; the others are rendered
+    one by one the straightforward way. Either way each result equals ``render_example(..., fast=False)``.
+    """
+    _check_max_length(max_length)
+
+    def slow(messages: list[dict[str, Any]], row_tools: Any) -> RenderedExample:
+        return render_example(tokenizer, messages, tools=row_tools, max_length=max_length, fast=False)
+
+    def fast(text: str, tokens: _Tokens, turns: list[tuple[int, int]]) -> RenderedExample:
+        return _finish(tokens.ids, _labels(tokens.ids, turns), text, max_length)
+
+    return _batch(tokenizer, chats, tools, slow, fast)
+
+
+def count_examples(
+    tokenizer: Any,
+    chats: Sequence[list[dict[str, Any]]],
+    tools: Sequence[list[dict[str, Any]] | None] | None = None,
+    *,
+    max_length: int | None = None,
+) -> list[tuple[int, int] | RenderError]:
+    """``(n_tokens, n_trained)`` of each chat without building label lists (what data_prep's stats need).
+
+    ``n_tokens`` is the full length (before truncation); ``n_trained`` counts trained tokens among the first
+    ``max_length``. Equal to those counts over ``render_example(..., fast=False)``.
+    """
+    _check_max_length(max_length)
+    cut = max_length
+
+    def slow(messages: list[dict[str, Any]], row_tools: Any) -> tuple[int, int]:
+        ex = render_example(tokenizer, messages, tools=row_tools, fast=False)
+        labels = ex.labels if cut is None else ex.labels[:cut]
+        return ex.n_tokens, len(labels) - labels.count(IGNORE_INDEX)
+
+    def fast(text: str, tokens: _Tokens, turns: list[tuple[int, int]]) -> tuple[int, int]:
+        n = len(tokens.ids)
+        end = n if cut is None else min(n, cut)
+        prev = 0
+        for t0, t1 in turns:
+            if t0 < prev:  # turns that share tokens: count over the labels instead
+                labels = _labels(tokens.ids, turns)[:end]
+                return n, len(labels) - labels.count(IGNORE_INDEX)
+            prev = t1
+        return n, sum(max(0, min(t1, end) - t0) for t0, t1 in turns)
+
+    return _batch(tokenizer, chats, tools, slow, fast)
+
+
+def _batch(tokenizer: Any, chats: Sequence[list[dict[str, Any]]], tools: Any, slow: Any, fast: Any) -> list[Any]:
+    """``slow(messages, tools)`` for rows off the fast path; ``fast(text, tokens, turns)`` for the others."""
+    out: list[Any] = [None] * len(chats)
+    plan = _plan_for(tokenizer)
+    pending: list[tuple[int, str, list[tuple[int, int]]]] = []
+    for i, messages in enumerate(chats):
+        row_tools = tools[i] if tools is not None else None
+        filled = _fill(tokenizer, plan, messages) if plan is not None and row_tools is None else None
+        if filled is not None:
+            pending.append((i, *filled))
+            continue
+        try:
+            out[i] = slow(messages, row_tools)
+        except RenderError as exc:
+            out[i] = exc
+    if pending:
+        special = _special_ids(tokenizer)
+        encoded = _encode_many(tokenizer, [text for _, text, _ in pending])
+        for (i, text, spans), tokens in zip(pending, encoded, strict=True):
+            try:
+                turns = _token_spans(text, spans, tokens.ids, tokens.starts, tokens.offsets, special)
+                out[i] = fast(text, tokens, turns)
+            except RenderError as exc:
+                out[i] = exc
+    return out
 
 
 def render_prompt(
@@ -121,6 +219,18 @@ def render_prompt(
 
 
 # ---------------------------------------------------------------------------------------------- internals
+
+
+def _check_max_length(max_length: int | None) -> None:
+    if max_length is not None and max_length < 1:
+        raise ValueError(f"max_length must be a positive number of tokens, got {max_length}")
+
+
+def _finish(input_ids: list[int], labels: list[int], text: str, max_length: int | None) -> RenderedExample:
+    truncated = max_length is not None and len(input_ids) > max_length
+    if truncated:
+        input_ids, labels = input_ids[:max_length], labels[:max_length]
+    return RenderedExample(input_ids=input_ids, labels=labels, text=text, truncated=truncated)
 
 
 def _check_messages(messages: Any) -> None:
@@ -209,11 +319,21 @@ def _labels_from_spans(
     tokenizer: Any, text: str, spans: list[tuple[int, int]]
 ) -> tuple[list[int], list[int]]:
     enc = _encode(tokenizer, text, offsets=True)
-    input_ids: list[int] = list(enc["input_ids"])
-    offsets = enc["offset_mapping"]
-    token_starts = [s for s, _ in offsets]
-    special = _special_ids(tokenizer)
-    labels = [IGNORE_INDEX] * len(input_ids)
+    ids, offsets = list(enc["input_ids"]), enc["offset_mapping"]
+    turns = _token_spans(text, spans, ids, [s for s, _ in offsets], offsets, _special_ids(tokenizer))
+    return ids, _labels(ids, turns)
+
+
+def _token_spans(
+    text: str,
+    spans: list[tuple[int, int]],
+    input_ids: list[int],
+    token_starts: Sequence[int],
+    offsets: Sequence[tuple[int, int]],
+    special: set[int],
+) -> list[tuple[int, int]]:
+    """Token ranges ``[t0, t1)`` of each assistant span, from each token's character offsets in ``text``."""
+    turns = []
     for turn, (a, b) in enumerate(spans):
         # A token belongs to the turn when it starts inside it. A token that straddles the start began in
         # the prompt, which the model is given at inference, so it is not the model's to produce.
@@ -227,8 +347,15 @@ def _labels_from_spans(
             t1 = last_special + 1
         if t1 <= t0:
             raise RenderError(f"mask derivation failed: assistant turn {turn + 1} (chars {a}..{b}) has no tokens")
+        turns.append((t0, t1))
+    return turns
+
+
+def _labels(input_ids: list[int], turns: list[tuple[int, int]]) -> list[int]:
+    labels = [IGNORE_INDEX] * len(input_ids)
+    for t0, t1 in turns:
         labels[t0:t1] = input_ids[t0:t1]
-    return input_ids, labels
+    return labels
 
 
 def _labels_from_generation_tags(
@@ -249,3 +376,125 @@ def _labels_from_generation_tags(
         raise RenderError("mask derivation failed: the template's {% generation %} blocks cover no tokens")
     labels = [t if m else IGNORE_INDEX for t, m in zip(input_ids, mask, strict=True)]
     return input_ids, labels
+
+
+# ------------------------------------------------------------------------------------- the fast path
+
+_MAX_SHAPES = 4096  # distinct conversation shapes kept per tokenizer; more are rendered row by row
+
+
+@dataclass
+class _Plan:
+    """Skeletons of one tokenizer's template, valid while its template and special tokens stay the same."""
+
+    key: tuple[Any, ...]
+    shapes: dict[Shape, Skeleton | None] = field(default_factory=dict)
+
+
+_PLANS: weakref.WeakKeyDictionary[Any, _Plan] = weakref.WeakKeyDictionary()
+
+
+@lru_cache(maxsize=64)
+def _pure(source: str) -> bool:
+    return template_is_pure(source)
+
+
+def _plan_for(tokenizer: Any) -> _Plan | None:
+    """The tokenizer's skeleton cache, or None when its template is not provably content-agnostic."""
+    source = _template_source(tokenizer, None)
+    if not source or not _pure(source):
+        return None
+    # The template also sees the special tokens (bos_token, ...); a change to either starts a new cache.
+    key = (source, repr(sorted(tokenizer.special_tokens_map.items())))
+    try:
+        plan = _PLANS.get(tokenizer)
+    except TypeError:  # an object that takes no weak reference: no cache, straightforward path
+        return None
+    if plan is None or plan.key != key:
+        plan = _Plan(key)
+        _PLANS[tokenizer] = plan
+    return plan
+
+
+def _skeleton(tokenizer: Any, plan: _Plan, shape: Shape) -> Skeleton | None:
+    if shape in plan.shapes:
+        return plan.shapes[shape]
+    sk = build_skeleton(lambda chats, gp: _render(tokenizer, chats, None, generation_prompt=gp), shape)
+    if len(plan.shapes) < _MAX_SHAPES:
+        plan.shapes[shape] = sk
+    return sk
+
+
+def _fill(tokenizer: Any, plan: _Plan, messages: Any) -> tuple[str, list[tuple[int, int]]] | None:
+    """Text and assistant spans from the skeleton of the chat's shape; None sends the row the slow way."""
+    if not isinstance(messages, list):
+        return None
+    shape = shape_of(messages) if all(isinstance(m, dict) for m in messages) else None
+    if shape is None:
+        return None
+    sk = _skeleton(tokenizer, plan, shape)
+    if sk is None:
+        return None
+    text, spans = sk.fill([m["content"] for m in messages])
+    prev_end = 0
+    for a, b in spans:
+        if a < prev_end or b < a:
+            return None  # the straightforward path words the error
+        prev_end = b
+    return text, spans
+
+
+def _backend(tokenizer: Any) -> Any:
+    """The Rust tokenizer when calling it directly gives what ``tokenizer(text)`` gives; else None."""
+    backend = getattr(tokenizer, "_tokenizer", None)
+    if not getattr(tokenizer, "is_fast", False) or backend is None:
+        return None
+    try:
+        same = (backend.truncation is None and backend.padding is None
+                and backend.encode_special_tokens == bool(getattr(tokenizer, "split_special_tokens", False)))
+    except AttributeError:
+        return None
+    return backend if same else None
+
+
+@dataclass
+class _Tokens:
+    """One tokenized text: ids, and each token's start and ``(start, end)`` character offsets."""
+
+    ids: list[int]
+    starts: Sequence[int]
+    offsets: Sequence[tuple[int, int]]
+
+
+class _LazyOffsets(Sequence):
+    """A backend encoding's offsets, read one token at a time (the masks look at a few dozen of them).
+
+    Converting every offset to Python tuples costs more than tokenizing; ``bisect`` and the glue check
+    index the same values through ``token_to_chars``, so they probe and decide exactly as on the full list.
+    """
+
+    def __init__(self, enc: Any, field: int | None) -> None:
+        self.enc, self.field, self.n = enc, field, len(enc)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, t: Any) -> Any:
+        if not isinstance(t, int) or not 0 <= t < self.n:
+            raise IndexError(t)  # bisect and the mask only index in range; anything else is a bug
+        span = self.enc.token_to_chars(t)
+        return span if self.field is None else span[self.field]
+
+
+def _encode_many(tokenizer: Any, texts: list[str]) -> list[_Tokens]:
+    """Each text tokenized (no special tokens added): one backend call for the whole batch."""
+    backend = _backend(tokenizer)
+    if backend is None:
+        out = []
+        for text in texts:
+            enc = _encode(tokenizer, text, offsets=True)
+            offsets = enc["offset_mapping"]
+            out.append(_Tokens(list(enc["input_ids"]), [s for s, _ in offsets], offsets))
+        return out
+    return [_Tokens(e.ids, _LazyOffsets(e, 0), _LazyOffsets(e, None))
+            for e in backend.encode_batch(texts, add_special_tokens=False)]

@@ -72,8 +72,10 @@ class Stats:
             raise AssertionError(f"row accounting is off: rows_in {self.rows_in} != kept {self.rows_kept} + "
                                  f"rejected {self.rows_rejected} + deduplicated {self.rows_deduplicated}")
 
-    def to_dict(self, *, length_unit: str, config: dict[str, Any], elapsed_s: float, rows_s: float) -> dict[str, Any]:
-        """``elapsed_s`` is the whole run; ``rows_s`` the row processing part (without loading the tokenizer)."""
+    def to_dict(self, *, length_unit: str, config: dict[str, Any], elapsed_s: float, rows_s: float,
+                cpu_s: float | None = None) -> dict[str, Any]:
+        """``elapsed_s`` is the whole run; ``rows_s`` the row processing part (without loading the tokenizer);
+        ``cpu_s`` the CPU seconds of that part, worker processes included."""
         self.check_balance()
         tokens = length_unit == "tokens"
         return {
@@ -100,6 +102,7 @@ class Stats:
             "config": config,
             "elapsed_s": round(elapsed_s, 2),
             "rows_per_s": round(self.rows_in / rows_s, 1) if rows_s > 0 else None,
+            "row_cpu_s": None if cpu_s is None else round(cpu_s, 2),
         }
 
 

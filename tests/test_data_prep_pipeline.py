@@ -219,6 +219,8 @@ def test_cli_bad_settings_and_tokenizer_exit_2(tmp_path: Path) -> None:
     assert r.returncode == 2 and "Traceback" not in r.stderr and "tokenizer 'no-such-model'" in r.stderr
     r = _cli("--input", str(FIX / "qa.jsonl"), "--out", str(tmp_path / "o"), "--test-size", "1.5")
     assert r.returncode == 2 and r.stderr.strip() == "error: --test-size must be in [0, 1), got 1.5"
+    r = _cli("--input", str(FIX / "qa.jsonl"), "--out", str(tmp_path / "o"), "--workers", "0")
+    assert r.returncode == 2 and r.stderr.strip() == "error: --workers must be at least 1, got 0"
     r = _cli("--dataset-info", str(FIX / "llamafactory" / "dataset_info.json"), "--dataset", "pairs",
              "--out", str(tmp_path / "o"))
     assert r.returncode == 2 and "not supported yet" in r.stderr and len(r.stderr.strip().splitlines()) == 1
@@ -231,3 +233,8 @@ def test_cli_success_prints_summary(tmp_path: Path) -> None:
     assert "rows in" in r.stdout and "invalid_utf8" in r.stdout
     stats = json.loads((tmp_path / "o" / "stats.json").read_text())
     assert stats["rows_in"] == 18 and stats["config"]["seed"] == 3
+    r = _cli("--input", str(FIX / "bad_rows.jsonl"), "--input", str(FIX / "react.txt"), "--out", str(tmp_path / "w"),
+             "--seed", "3", "--test-size", "0.2", "--workers", "2")
+    assert r.returncode == 0, r.stderr
+    for name in ("train.jsonl", "test.jsonl", "rejects.jsonl", "duplicates.jsonl"):  # the same with two workers
+        assert (tmp_path / "w" / name).read_bytes() == (tmp_path / "o" / name).read_bytes()
