@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_deploy_modelfile import CONVERSATIONS as MODELFILE_CONVERSATIONS
 from tiny import TEMPLATE_NAMES, make_tokenizer
 
 from deploy.gotemplate import TemplateError, render_ollama
@@ -40,29 +41,9 @@ GoRun = Callable[[list[tuple[str, Messages]]], list[dict[str, Any]]]
 
 _TOOL_CALL = {"function": {"name": "lookup", "arguments": {"q": "mug", "n": 2, "deep": {"k": [1, "a"]}}}}
 
+# The shapes test_deploy_modelfile checks, plus edge cases only the engine comparison needs.
 CONVERSATIONS: dict[str, Messages] = {
-    "one_user": [{"role": "user", "content": "Hello!"}],
-    "system_user": [
-        {"role": "system", "content": "You are a robot.\nAnswer briefly."},
-        {"role": "user", "content": "Where is the mug?"},
-    ],
-    "multi_turn": [
-        {"role": "user", "content": "You are in the kitchen. Your task is to: find a mug."},
-        {"role": "assistant", "content": "think: I should look around."},
-        {"role": "user", "content": "OK."},
-        {"role": "assistant", "content": "go to countertop 1"},
-        {"role": "user", "content": "On the countertop 1, you see a mug 1."},
-    ],
-    "multi_turn_system": [
-        {"role": "system", "content": 'Stay in character: "Captain" Rex.'},
-        {"role": "user", "content": "Hi"},
-        {"role": "assistant", "content": "Ahoy!"},
-        {"role": "user", "content": "Where to?"},
-    ],
-    "ends_with_assistant": [
-        {"role": "user", "content": "Count to three"},
-        {"role": "assistant", "content": "1, 2, 3"},
-    ],
+    **MODELFILE_CONVERSATIONS,
     "empty_contents": [
         {"role": "system", "content": ""},
         {"role": "user", "content": ""},
