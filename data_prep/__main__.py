@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from data_prep.formats import FORMAT_CHOICES
+from data_prep.formats import FORMAT_CHOICES, STAGE_KINDS
 from data_prep.pipeline import OVERLONG, DataPrepError, PrepConfig, prepare
 from data_prep.stats import print_summary
 
@@ -22,6 +22,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", action="append", default=[], metavar="FILE",
                    help="input file (.jsonl, .json array, or .txt ReAct); repeat for several")
     p.add_argument("--format", default="auto", choices=FORMAT_CHOICES, help="input format (default: auto per file)")
+    p.add_argument("--stage", default="sft", choices=tuple(STAGE_KINDS),
+                   help="what the data is for: sft (chats), pt (plain text), dpo/orpo (preference pairs), "
+                        "kto (unpaired preference); rows of other kinds are rejected as wrong_stage (default sft)")
+    p.add_argument("--columns", metavar="CANON=FIELD[,...]",
+                   help="read a canonical field from another field name, e.g. prompt=question,completion=answer")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--tokenizer", metavar="NAME",
                    help="registry name, hub id or folder; enables token stats and --max-length checks")
@@ -49,6 +54,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse_columns(text: str | None) -> dict[str, str] | None:
+    """``prompt=question,completion=answer`` -> ``{"prompt": "question", "completion": "answer"}``."""
+    if not text:
+        return None
+    out: dict[str, str] = {}
+    for item in text.split(","):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise DataPrepError(f"--columns: {item!r} is not CANONICAL=FIELD (e.g. prompt=question)")
+        out[key.strip()] = value.strip()
+    return out
+
+
 def config_from_args(args: argparse.Namespace) -> PrepConfig:
     return PrepConfig(
         inputs=args.input,
@@ -71,13 +89,15 @@ def config_from_args(args: argparse.Namespace) -> PrepConfig:
         balance_cap=args.balance_cap,
         progress=args.progress,
         workers=args.workers,
+        stage=args.stage,
+        columns=parse_columns(args.columns),
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    cfg = config_from_args(args)
     try:
+        cfg = config_from_args(args)
         stats = prepare(cfg)
     except DataPrepError as e:
         print(f"error: {e}", file=sys.stderr)

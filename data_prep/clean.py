@@ -24,19 +24,31 @@ _POS_BITS = 40  # position (line or index) in the low bits, file index above
 
 def exact_text(conv: Conversation, chat: list[dict[str, Any]] | None = None) -> str:
     """The canonical JSON of what is trained on (messages and tools); ``chat`` is ``conv.as_chat()`` if known."""
+    if conv.kind != "sft":  # the whole row but where it came from
+        row = {k: v for k, v in conv.to_dict().items() if k not in ("source", "tags", "task_type")}
+        return json.dumps(row, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
     chat = conv.as_chat() if chat is None else chat
     return json.dumps([chat, conv.tools], ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
 
+def _fold(text: str) -> str:
+    return _NON_WORD.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
+
+
 def normalized_text(conv: Conversation) -> str:
-    """Roles + content with case, Unicode width forms, whitespace and punctuation folded away."""
+    """Roles + content with case, Unicode width forms, whitespace and punctuation folded away (each part of a
+    preference row after its own marker, so a pair and its swap differ)."""
+    if conv.kind == "text":
+        return f"text:{_fold(conv.text)}"
     parts = []
-    for m in conv.messages:
-        text = m.content
-        if m.tool_calls:
-            text += json.dumps(m.tool_calls, ensure_ascii=False, sort_keys=True)
-        text = _NON_WORD.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
-        parts.append(f"{m.role}:{text}")
+    sides = [("", conv.messages), ("chosen|", conv.chosen), ("rejected|", conv.rejected),
+             (f"completion|{conv.label}|", conv.completion)]
+    for mark, msgs in sides:
+        for m in msgs:
+            text = (m.reasoning_content or "") + "\x1f" + m.content if m.reasoning_content else m.content
+            if m.tool_calls:
+                text += json.dumps(m.tool_calls, ensure_ascii=False, sort_keys=True)
+            parts.append(f"{mark}{m.role}:{_fold(text)}")
     return "\x1e".join(parts)
 
 

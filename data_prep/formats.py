@@ -9,7 +9,18 @@ Formats (``--format``):
 - ``openai``: ``messages`` of ``{"role", "content"}`` (system/user/assistant/tool, ``tool_calls``);
 - ``qa``: a question and an answer field (names configurable);
 - ``roleplay``: like ``openai`` but a system message (the character card) is required;
-- ``react``: our JSON trajectory form (:meth:`Trajectory.from_dict`) or the plain-text form (``.txt``).
+- ``react``: our JSON trajectory form (:meth:`Trajectory.from_dict`) or the plain-text form (``.txt``);
+- ``dolly``: ``instruction`` / ``context`` / ``response`` (Databricks Dolly; the context joins the user turn);
+- TRL's standard formats: ``text`` (language modeling, kind ``text``), ``prompt_only`` (nothing to train on:
+  every row is a ``nothing_to_train`` reject), ``prompt_completion``, ``preference`` (``prompt``/``chosen``/
+  ``rejected``, or an implicit prompt: the shared start of ``chosen`` and ``rejected``, also LLaMA-Factory v1's
+  ``chosen_messages``/``rejected_messages``) and ``unpaired_preference`` (``prompt``/``completion``/``label``);
+  each field a string (a user prompt, an assistant reply) or a list of messages.
+
+Message contents may be OpenAI text parts or LLaMA-Factory v1 content parts (``{"type": "text"|"reasoning"|
+"tool_call", "value": ...}``); v1's per-message ``loss_weight`` (0 or 1) is kept, and ``reasoning_content`` on
+an assistant message is its reasoning trace. ``alpaca``/``sharegpt`` rows with LLaMA-Factory's ``chosen``/
+``rejected`` or ``kto_tag`` columns become preference / unpaired-preference rows.
 
 Column and tag names follow LLaMA-Factory's ``dataset_info.json`` (see :mod:`data_prep.llamafactory`).
 Every problem in a row raises :class:`~data_prep.validate.RowError` with a fixed reason.
@@ -20,7 +31,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
@@ -29,8 +40,17 @@ from data_prep.io import DataPrepError
 from data_prep.react import Trajectory, parse_react_text
 from data_prep.validate import RowError
 
-FORMATS = ("alpaca", "sharegpt", "openai", "qa", "roleplay", "react")
+FORMATS = ("alpaca", "sharegpt", "openai", "qa", "roleplay", "react", "dolly", "text", "prompt_only",
+           "prompt_completion", "preference", "unpaired_preference")
 FORMAT_CHOICES = ("auto", *FORMATS)
+# Field names --columns may map (canonical=actual): TRL's, Dolly's, Alpaca's and the chat fields.
+COLUMN_NAMES = ("text", "prompt", "completion", "chosen", "rejected", "label", "messages", "conversations",
+                "instruction", "input", "output", "context", "response", "system", "tools", "question", "answer",
+                "chosen_messages", "rejected_messages")
+# What each --stage trains on (data_prep.conversation.KINDS).
+STAGE_KINDS = {"sft": ("sft",), "pt": ("text",), "dpo": ("preference",), "orpo": ("preference",),
+               "kto": ("unpaired_preference", "preference")}  # TRL splits a pair into two unpaired rows
+STAGES = tuple(STAGE_KINDS)
 
 
 @dataclass(frozen=True)
@@ -44,6 +64,9 @@ class Columns:
     messages: str = "conversations"
     system: str | None = "system"
     tools: str | None = "tools"
+    chosen: str | None = None  # LLaMA-Factory ranking datasets: the preferred / dispreferred reply
+    rejected: str | None = None
+    kto_tag: str | None = None  # LLaMA-Factory KTO datasets: the boolean feedback on the reply
 
 
 @dataclass(frozen=True)
@@ -74,6 +97,8 @@ def _role_map(t: Tags) -> Mapping[str, str]:
     }
     if t == Tags():  # plain ShareGPT files: also take the OpenAI role names
         m.update({"user": "user", "assistant": "assistant", "tool": "tool"})
+    elif t.role_tag == "role":  # OpenAI-style tags (LLaMA-Factory's openai and v1 files): tool results too
+        m.setdefault("tool", "tool")
     return MappingProxyType(m)
 
 
@@ -84,6 +109,9 @@ class FormatOptions:
     system_prompt: str | None = None  # added to rows without a system message (not ReAct)
     columns: Columns = field(default_factory=Columns)
     tags: Tags = field(default_factory=Tags)
+    rename: tuple[tuple[str, str], ...] = ()  # --columns: (canonical field, the field that holds it)
+    text_field: str = "text"  # the ``text`` format's field (LLaMA-Factory pretraining: its prompt column)
+    expect_kind: str | None = None  # an auto-detected file's kind: a row of another kind stops the run
 
 
 # -- small field helpers ---------------------------------------------------------------------------------------
@@ -163,21 +191,94 @@ def _meta(row: dict[str, Any], conv: Conversation) -> Conversation:
 
 
 def _reject_unsupported(row: dict[str, Any]) -> None:
-    if "chosen" in row and "rejected" in row:
-        raise RowError("unsupported_format", "preference row (chosen/rejected): only SFT data is supported yet")
-    if "kto_tag" in row:
-        raise RowError("unsupported_format", "KTO row (kto_tag): only SFT data is supported yet")
     for key in ("images", "videos", "audios"):
         if row.get(key):
             raise RowError("unsupported_format", f"multimodal row ('{key}'): only text is supported")
 
 
+# -- message contents --------------------------------------------------------------------------------------------
+def _loss_weight(turn: dict[str, Any], what: str) -> float | None:
+    """LLaMA-Factory v1's per-message ``loss_weight``: 0 (not trained) or 1 (the default, kept as None)."""
+    w = turn.get("loss_weight")
+    if w is None:
+        return None
+    if isinstance(w, bool) or not isinstance(w, (int, float)) or w not in (0, 1):
+        raise RowError("wrong_type", f"{what} has loss_weight {w!r}; only 0 (not trained) and 1 (trained) are "
+                                     "supported")
+    return 0.0 if w == 0 else None
+
+
+def _part_calls(value: Any, what: str) -> list[dict[str, Any]]:
+    calls = _json_arg(value, what)
+    calls = calls if isinstance(calls, list) else [calls]
+    return [_tool_call(x, what) for x in calls]
+
+
+def _parts(content: Any, what: str) -> tuple[Any, str, list[dict[str, Any]]]:
+    """A content: a string (returned as is), or OpenAI text parts / LLaMA-Factory v1 parts (``text``,
+    ``reasoning``, ``tool_call``) -> ``(text, reasoning, tool calls)``."""
+    if not isinstance(content, list):
+        return content, "", []
+    texts: list[str] = []
+    reasoning: list[str] = []
+    calls: list[dict[str, Any]] = []
+    for j, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        value = part.get("text", part.get("value")) if isinstance(part, dict) else None
+        if kind == "tool_call" and value is not None:
+            calls += _part_calls(value, f"{what} part {j} (tool_call)")
+        elif kind in ("text", "reasoning") and isinstance(value, str):
+            (texts if kind == "text" else reasoning).append(value)
+        else:
+            raise RowError("unsupported_format", f"{what} part {j} is not a text, reasoning or tool_call part with "
+                                                 "a string value; only text is supported")
+    return "".join(texts), "".join(reasoning), calls
+
+
+def _message(role: str, content: Any, what: str, turn: dict[str, Any] | None = None,
+             calls: list[dict[str, Any]] | None = None) -> Message:
+    """One canonical message from a content (string or parts) and the turn's optional extra keys."""
+    text, reasoning, part_calls = _parts(content, what)
+    turn = turn or {}
+    calls = (calls or []) + part_calls
+    if calls and role != "assistant":
+        raise RowError("wrong_type", f"{what} ({role}) has tool calls; only assistant turns may")
+    if text is None and calls:
+        text = ""
+    text = _text(text, f"{what} ({role}) content")
+    extra = turn.get("reasoning_content")
+    if extra is not None and not isinstance(extra, str):
+        raise RowError("wrong_type", f"{what} reasoning_content is {type(extra).__name__}, expected a string")
+    reasoning = reasoning or extra or ""
+    if reasoning and role != "assistant":
+        raise RowError("wrong_type", f"{what} ({role}) has a reasoning trace; only assistant turns may")
+    weight = _loss_weight(turn, what) if role == "assistant" else None
+    return Message(role, text, tool_calls=calls or None, reasoning_content=reasoning or None, loss_weight=weight)
+
+
 # -- readers ----------------------------------------------------------------------------------------------------
+def _kind(row: dict[str, Any], conv: Conversation, side: Any, c: Columns) -> Conversation:
+    """LLaMA-Factory's ranking (``chosen``/``rejected``) and KTO (``kto_tag``) columns on an alpaca/sharegpt row:
+    ``side(value, what)`` reads one reply. Plain rows stay SFT."""
+    if c.chosen and c.rejected:
+        conv.kind = "preference"
+        conv.chosen = side(_get(row, c.chosen, "the chosen reply"), f"field '{c.chosen}'")
+        conv.rejected = side(_get(row, c.rejected, "the rejected reply"), f"field '{c.rejected}'")
+    elif c.kto_tag:
+        conv.kind = "unpaired_preference"
+        conv.label = _get(row, c.kto_tag, "the KTO label")
+        if not conv.messages or conv.messages[-1].role != "assistant":
+            raise RowError("no_final_assistant", "a KTO row must end with the assistant reply its label judges")
+        conv.completion = [conv.messages.pop()]
+    return conv
+
+
 def _alpaca(row: dict[str, Any], opts: FormatOptions) -> Conversation:
     c = opts.columns
     prompt = _text(_get(row, c.prompt, "the instruction"), f"field '{c.prompt}'")
     query = _text(row.get(c.query), f"field '{c.query}'", required=False) if c.query else ""
-    response = _text(_get(row, c.response, "the response"), f"field '{c.response}'")
+    ranking = bool(c.chosen and c.rejected)
+    response = "" if ranking else _text(_get(row, c.response, "the response"), f"field '{c.response}'")
     msgs: list[Message] = []
     system = _text(row.get(c.system), f"field '{c.system}'", required=False) if c.system else ""
     if system.strip():
@@ -193,21 +294,28 @@ def _alpaca(row: dict[str, Any], opts: FormatOptions) -> Conversation:
             msgs.append(Message("assistant", _text(pair[1], f"'{c.history}[{i}][1]'")))
     user = "\n".join(p for p in (prompt, query) if p)
     msgs.append(Message("user", user))
-    msgs.append(Message("assistant", response))
-    return Conversation(msgs, tools=_tools(row.get(c.tools)) if c.tools else None)
+    if not ranking:
+        msgs.append(Message("assistant", response))
+    conv = Conversation(msgs, tools=_tools(row.get(c.tools)) if c.tools else None)
+    if ranking and history:  # the prompt's earlier replies are context, not the preference
+        for m in conv.messages:
+            m.loss_weight = 0.0 if m.role == "assistant" else None
+    return _kind(row, conv, lambda v, what: _side(v, what, "assistant", opts), c)
 
 
-def _sharegpt(row: dict[str, Any], opts: FormatOptions) -> Conversation:
-    c, t = opts.columns, opts.tags
-    turns = _get(row, c.messages, "the conversation")
+def _sharegpt_turns(turns: Any, field_name: str, t: Tags) -> tuple[list[Message], bool]:
+    """ShareGPT turns -> messages, and whether an observation answers a call written as text."""
     if turns is None:
-        raise RowError("null_content", f"field '{c.messages}' is null")
+        raise RowError("null_content", f"field '{field_name}' is null")
+    if isinstance(turns, dict):  # one reply (LLaMA-Factory's ranking columns)
+        turns = [turns]
     if not isinstance(turns, list):
-        raise RowError("wrong_type", f"field '{c.messages}' must be a list of messages")
+        raise RowError("wrong_type", f"field '{field_name}' must be a list of messages")
     roles = t.role_map()
     msgs: list[Message] = []
+    free = False
     for i, turn in enumerate(turns):
-        what = f"'{c.messages}[{i}]'"
+        what = f"'{field_name}[{i}]'"
         if not isinstance(turn, dict):
             raise RowError("wrong_type", f"{what} is {type(turn).__name__}, expected an object")
         tag = _get(turn, t.role_tag, f"in {what}")
@@ -218,34 +326,54 @@ def _sharegpt(row: dict[str, Any], opts: FormatOptions) -> Conversation:
         if role == "function_call":
             if value is None:
                 raise RowError("null_content", f"{what} ({tag}) is null")
-            calls = _json_arg(value, f"{what} ({tag})")
-            calls = calls if isinstance(calls, list) else [calls]
-            msgs.append(Message("assistant", "", tool_calls=[_tool_call(x, f"{what} ({tag})") for x in calls]))
+            msgs.append(_message("assistant", "", what, turn, calls=_part_calls(value, f"{what} ({tag})")))
         elif role == "tool":
             name = None
             if msgs and msgs[-1].tool_calls and len(msgs[-1].tool_calls) == 1:
                 name = msgs[-1].tool_calls[0]["function"]["name"]
-            msgs.append(Message("tool", _text(value, f"{what} content"), name=name))
+            # LLaMA-Factory puts observations in the user's slot: after any assistant turn, also one that
+            # writes its call as text (glaive_toolcall_zh).
+            free = free or bool(msgs and msgs[-1].role == "assistant" and not msgs[-1].tool_calls)
+            msg = _message("tool", value, what, turn)
+            msg.name = name
+            msgs.append(msg)
         else:
-            msgs.append(Message(role, _text(value, f"{what} content")))
+            msgs.append(_message(role, value, what, turn))
+    return msgs, free
+
+
+def _sharegpt(row: dict[str, Any], opts: FormatOptions) -> Conversation:
+    c, t = opts.columns, opts.tags
+    msgs, free = _sharegpt_turns(_get(row, c.messages, "the conversation"), c.messages, t)
     if c.system and not (msgs and msgs[0].role == "system"):
         system = _text(row.get(c.system), f"field '{c.system}'", required=False)
         if system.strip():
             msgs.insert(0, Message("system", system))
     tools = _tools(row.get(c.tools)) if c.tools else None
-    return Conversation(msgs, tools=tools)
+    conv = Conversation(msgs, tools=tools, free_tool_calls=free)
+    if c.chosen and c.rejected:  # earlier replies in a ranking prompt are context
+        for m in conv.messages:
+            m.loss_weight = 0.0 if m.role == "assistant" else m.loss_weight
+
+    def side(value: Any, what: str) -> list[Message]:
+        if isinstance(value, str):
+            return [Message("assistant", value)]
+        got, more = _sharegpt_turns(value, what.split("'")[1] if "'" in what else what, t)
+        conv.free_tool_calls = conv.free_tool_calls or more
+        return got
+
+    return _kind(row, conv, side, c)
 
 
-def _openai(row: dict[str, Any], opts: FormatOptions) -> Conversation:
-    turns = _get(row, "messages", "the conversation")
+def _openai_turns(turns: Any, field_name: str) -> list[Message]:
     if turns is None:
-        raise RowError("null_content", "field 'messages' is null")
+        raise RowError("null_content", f"field '{field_name}' is null")
     if not isinstance(turns, list):
-        raise RowError("wrong_type", "field 'messages' must be a list of messages")
+        raise RowError("wrong_type", f"field '{field_name}' must be a list of messages")
     msgs: list[Message] = []
     call_names: dict[str, str] = {}
     for i, turn in enumerate(turns):
-        what = f"'messages[{i}]'"
+        what = f"'{field_name}[{i}]'"
         if not isinstance(turn, dict):
             raise RowError("wrong_type", f"{what} is {type(turn).__name__}, expected an object")
         role = _get(turn, "role", f"in {what}")
@@ -261,21 +389,123 @@ def _openai(row: dict[str, Any], opts: FormatOptions) -> Conversation:
                 if isinstance(x, dict) and isinstance(x.get("id"), str):
                     call_names[x["id"]] = norm["function"]["name"]
             content = "" if content is None else content
-        if isinstance(content, list):  # OpenAI content parts
-            parts = []
-            for part in content:
-                if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-                    raise RowError("unsupported_format", f"{what} has a non-text content part; only text is supported")
-                parts.append(part["text"])
-            content = "".join(parts)
-        text = _text(content, f"{what} ({role}) content")
+        msg = _message(role, content, what, turn, calls=calls)
         name = turn.get("name") if isinstance(turn.get("name"), str) else None
         if role == "tool" and name is None:
-            name = call_names.get(turn.get("tool_call_id") or "")
-        msgs.append(Message(role, text, tool_calls=calls, name=name if role == "tool" else None))
+            call_id = turn.get("tool_call_id")
+            name = call_names.get(call_id) if isinstance(call_id, str) else None  # a list/dict id is no key
+        msg.name = name if role == "tool" else None
+        msgs.append(msg)
+    return msgs
+
+
+def _openai(row: dict[str, Any], opts: FormatOptions) -> Conversation:
+    msgs = _openai_turns(_get(row, "messages", "the conversation"), "messages")
     if not (msgs and msgs[0].role == "system") and isinstance(row.get("system"), str) and row["system"].strip():
         msgs.insert(0, Message("system", row["system"]))
     return Conversation(msgs, tools=_tools(row.get("tools")))
+
+
+def _side(value: Any, what: str, role: str, opts: FormatOptions) -> list[Message]:
+    """One TRL field: a string (one ``role`` message) or a list of messages (one message object also)."""
+    if value is None:
+        raise RowError("null_content", f"{what} is null")
+    if isinstance(value, str):
+        return [Message(role, value)]
+    if isinstance(value, dict):
+        value = [value]
+    if not isinstance(value, list):
+        raise RowError("wrong_type", f"{what} is {type(value).__name__}, expected a string or a list of messages")
+    name = what.split("'")[1] if "'" in what else what
+    if value and isinstance(value[0], dict) and opts.tags.role_tag in value[0] and "role" not in value[0]:
+        return _sharegpt_turns(value, name, opts.tags)[0]
+    return _openai_turns(value, name)
+
+
+def _prompt(row: dict[str, Any], opts: FormatOptions) -> list[Message]:
+    msgs = _side(_get(row, "prompt", "the prompt"), "field 'prompt'", "user", opts)
+    # TRL trains on the completion only: replies inside a conversational prompt are context.
+    for m in msgs:
+        if m.role == "assistant":
+            m.loss_weight = 0.0
+    return msgs
+
+
+def _trl_tools(row: dict[str, Any], msgs: list[Message]) -> list[dict[str, Any]] | None:
+    if not (msgs and msgs[0].role == "system") and isinstance(row.get("system"), str) and row["system"].strip():
+        msgs.insert(0, Message("system", row["system"]))
+    return _tools(row.get("tools"))
+
+
+def _prompt_only(row: dict[str, Any], opts: FormatOptions) -> Conversation:
+    _prompt(row, opts)  # a broken prompt is reported as such
+    raise RowError("nothing_to_train", "a prompt-only row (TRL's format for online methods such as GRPO) has no "
+                                       "completion to train on")
+
+
+def _prompt_completion(row: dict[str, Any], opts: FormatOptions) -> Conversation:
+    msgs = _prompt(row, opts)
+    msgs += _side(_get(row, "completion", "the completion"), "field 'completion'", "assistant", opts)
+    return Conversation(msgs, tools=_trl_tools(row, msgs))
+
+
+def _unpaired(row: dict[str, Any], opts: FormatOptions) -> Conversation:
+    msgs = _prompt(row, opts)
+    completion = _side(_get(row, "completion", "the completion"), "field 'completion'", "assistant", opts)
+    return Conversation(msgs, tools=_trl_tools(row, msgs), kind="unpaired_preference", completion=completion,
+                        label=_get(row, "label", "the label (true: a good completion, false: a bad one)"))
+
+
+def _implicit(chosen: list[Message], rejected: list[Message]) -> tuple[list[Message], list[Message], list[Message]]:
+    """TRL's implicit prompt: the messages ``chosen`` and ``rejected`` share from the start."""
+    n = 0
+    while n < min(len(chosen), len(rejected)) and chosen[n].to_dict() == rejected[n].to_dict():
+        n += 1
+    if n == len(chosen) == len(rejected):
+        raise RowError("same_chosen_rejected", "chosen and rejected are the same conversation: nothing to prefer")
+    if n < len(chosen) and chosen[n].role != "assistant" or n < len(rejected) and rejected[n].role != "assistant":
+        raise RowError("bad_role_order", f"chosen and rejected first differ at message {n}, which is not an assistant "
+                                         "turn; they must share the prompt and differ in the reply")
+    return chosen[:n], chosen[n:], rejected[n:]
+
+
+def _preference(row: dict[str, Any], opts: FormatOptions) -> Conversation:
+    if "chosen_messages" in row and "chosen" not in row:  # LLaMA-Factory v1 pairs: two whole conversations
+        chosen = _openai_turns(row["chosen_messages"], "chosen_messages")
+        rejected = _openai_turns(_get(row, "rejected_messages", "the rejected conversation"), "rejected_messages")
+        msgs, chosen, rejected = _implicit(chosen, rejected)
+    elif "prompt" in row:
+        msgs = _prompt(row, opts)
+        chosen = _side(_get(row, "chosen", "the chosen reply"), "field 'chosen'", "assistant", opts)
+        rejected = _side(_get(row, "rejected", "the rejected reply"), "field 'rejected'", "assistant", opts)
+    else:
+        chosen, rejected = (_get(row, k, f"the {k} conversation") for k in ("chosen", "rejected"))
+        if not isinstance(chosen, list) or not isinstance(rejected, list):
+            raise RowError("missing_field", "field 'prompt' is missing; without it (an implicit prompt) chosen and "
+                                            "rejected must be whole conversations (lists of messages)")
+        msgs, chosen, rejected = _implicit(_side(chosen, "field 'chosen'", "assistant", opts),
+                                           _side(rejected, "field 'rejected'", "assistant", opts))
+    for m in msgs:  # replies in the shared prompt are context
+        if m.role == "assistant":
+            m.loss_weight = 0.0
+    return Conversation(msgs, tools=_trl_tools(row, msgs), kind="preference", chosen=chosen, rejected=rejected)
+
+
+def _dolly(row: dict[str, Any], opts: FormatOptions) -> Conversation:
+    instruction = _text(_get(row, "instruction", "the instruction"), "field 'instruction'")
+    context = _text(row.get("context"), "field 'context'", required=False)
+    response = _text(_get(row, "response", "the response"), "field 'response'")
+    user = f"{instruction}\n\n{context}" if context.strip() else instruction
+    conv = Conversation([Message("user", user), Message("assistant", response)])
+    category = row.get("category")
+    if isinstance(category, str) and category.strip() and "tags" not in row:
+        conv.tags = [category.strip()]
+    return conv
+
+
+def _plain_text(row: dict[str, Any], opts: FormatOptions) -> Conversation:
+    f = opts.text_field
+    return Conversation([], kind="text", text=_text(_get(row, f, "the text"), f"field '{f}'"))
 
 
 def _qa(row: dict[str, Any], opts: FormatOptions) -> Conversation:
@@ -303,6 +533,8 @@ def _react_json(row: dict[str, Any]) -> Conversation:
         traj = Trajectory.from_dict(row)
     except (KeyError, TypeError, ValueError) as e:
         raise RowError("wrong_type", str(e)) from None
+    if traj.task_type is not None and not isinstance(traj.task_type, str):  # the split stratum: a dict key
+        raise RowError("wrong_type", f"field 'task_type' is {type(traj.task_type).__name__}, expected a string")
     return Conversation([Message.from_dict(m) for m in traj.messages()], task_type=traj.task_type)
 
 
@@ -323,15 +555,55 @@ def _react_text(value: tuple[int, str]) -> Conversation:
     return Conversation([Message.from_dict(m) for m in traj.messages()], task_type=traj.task_type)
 
 
-_READERS = {"alpaca": _alpaca, "sharegpt": _sharegpt, "openai": _openai, "roleplay": _openai, "qa": _qa}
+_READERS = {"alpaca": _alpaca, "sharegpt": _sharegpt, "openai": _openai, "roleplay": _openai, "qa": _qa,
+            "dolly": _dolly, "text": _plain_text, "prompt_only": _prompt_only, "prompt_completion": _prompt_completion,
+            "preference": _preference, "unpaired_preference": _unpaired}
+_OPENAI_TAGS = Tags(role_tag="role", content_tag="content", user_tag="user", assistant_tag="assistant",
+                    observation_tag="tool", system_tag="system")
+
+
+class KindMismatch(Exception):
+    """A row of another kind than its file's (one kind per file): the run stops at it."""
+
+
+def renamed(value: Any, opts: FormatOptions) -> Any:
+    """The row with ``--columns`` applied: each canonical field takes the value of the field that holds it."""
+    if not opts.rename or not isinstance(value, dict):
+        return value
+    out = dict(value)
+    for canonical, actual in opts.rename:
+        if actual in out and actual != canonical:
+            out[canonical] = out.pop(actual)
+    return out
+
+
+def kind_of(fmt: str, opts: FormatOptions) -> str:
+    """The kind of row (:data:`data_prep.conversation.KINDS`) a format with these options reads."""
+    if fmt in ("text", "preference", "unpaired_preference"):
+        return fmt
+    if fmt in ("alpaca", "sharegpt") and opts.columns.chosen and opts.columns.rejected:
+        return "preference"
+    if fmt in ("alpaca", "sharegpt") and opts.columns.kto_tag:
+        return "unpaired_preference"
+    return "sft"
 
 
 def to_conversation(fmt: str, value: Any, opts: FormatOptions) -> Conversation:
-    """Convert one raw row (a parsed JSON value, or a ``(line, text)`` block for ReAct text)."""
+    """Convert one raw row (a parsed JSON value, or a ``(line, text)`` block for ReAct text).
+
+    With ``opts.expect_kind`` (an auto-detected file's kind) a row that is plainly of another kind raises
+    :class:`KindMismatch`."""
+    expect_kind = opts.expect_kind
     if fmt == "react" and isinstance(value, tuple):
         return _react_text(value)
     if not isinstance(value, dict):
         raise RowError("not_an_object", f"the row is a JSON {type(value).__name__}, expected an object")
+    value = renamed(value, opts)
+    if expect_kind is not None:
+        other = guess_kind(value, opts)
+        if other is not None and other != expect_kind:
+            raise KindMismatch(f"a {other} row in a file of {expect_kind} rows (from its first row); "
+                               "one kind per file: split the file")
     _reject_unsupported(value)
     if fmt == "react":
         conv = _react_json(value)
@@ -339,7 +611,8 @@ def to_conversation(fmt: str, value: Any, opts: FormatOptions) -> Conversation:
         conv = _READERS[fmt](value, opts)
     else:
         raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    if fmt != "react" and opts.system_prompt and not (conv.messages and conv.messages[0].role == "system"):
+    if conv.kind != "text" and fmt != "react" and opts.system_prompt and not (
+            conv.messages and conv.messages[0].role == "system"):
         conv.messages.insert(0, Message("system", opts.system_prompt))
     if fmt == "roleplay" and not (conv.messages and conv.messages[0].role == "system"):
         raise RowError("missing_field", "roleplay rows need a system message (the character card); "
@@ -347,39 +620,88 @@ def to_conversation(fmt: str, value: Any, opts: FormatOptions) -> Conversation:
     return _meta(value, conv)
 
 
-def detect_format(value: Any, source: str, opts: FormatOptions) -> str:
-    """The format of a file, from its first record's keys. Raises :class:`DataPrepError` when unclear."""
-    choices = f"pass --format with one of: {', '.join(FORMATS)}"
+def guess_kind(value: Any, opts: FormatOptions) -> str | None:
+    """The kind a row's fields make it (None when they fit no format): checks a file holds one kind."""
+    try:
+        return kind_of(*detect(value, "", replace(opts, rename=())))
+    except DataPrepError:
+        return None
+
+
+def _first(value: Any) -> Any:
+    return value[0] if isinstance(value, list) and value else {}
+
+
+def _trl(keys: set[str]) -> str | None:
+    """TRL's standard formats, by their fields."""
+    if {"chosen_messages", "rejected_messages"} <= keys:
+        return "preference"
+    if {"chosen", "rejected"} <= keys and not keys & {"instruction", "conversations", "messages"}:
+        return "preference"
+    if "prompt" in keys and "completion" in keys:
+        return "unpaired_preference" if "label" in keys else "prompt_completion"
+    if "prompt" in keys and not keys & {"chosen", "rejected", "instruction", "messages", "conversations"}:
+        return "prompt_only"
+    return None
+
+
+def detect(value: Any, source: str, opts: FormatOptions) -> tuple[str, FormatOptions]:
+    """The format of a file and the options to read it with, from its first record's keys (after
+    ``--columns``). Raises :class:`DataPrepError` when unclear."""
+    choices = f"pass --format with one of: {', '.join(FORMATS)} (or --columns canonical=field)"
     if isinstance(value, tuple):
-        return "react"
+        return "react", opts
     if not isinstance(value, dict):
         raise DataPrepError(f"{source}: first record is a JSON {type(value).__name__}, not an object; {choices}")
+    value = renamed(value, opts)
     keys = set(value)
-    if {"chosen", "rejected"} <= keys or "kto_tag" in keys:
-        raise DataPrepError(f"{source}: preference/KTO data (chosen/rejected or kto_tag) is not supported yet; "
-                        "only SFT data can be prepared")
+    trl = _trl(keys)
+    if trl is not None:
+        return trl, opts
+    c = opts.columns
+    lf: dict[str, Any] = {}
+    if {"chosen", "rejected"} <= keys:  # LLaMA-Factory ranking rows
+        lf = {"chosen": "chosen", "rejected": "rejected"}
+    elif "kto_tag" in keys or ("label" in keys and isinstance(value.get("label"), bool)):
+        lf = {"kto_tag": "kto_tag" if "kto_tag" in keys else "label"}
     found = []
     if "conversations" in keys:
         found.append("sharegpt")
     if "messages" in keys:
-        first = value["messages"][0] if isinstance(value["messages"], list) and value["messages"] else {}
-        found.append("sharegpt" if isinstance(first, dict) and "from" in first else "openai")
-    if "instruction" in keys and "output" in keys:
+        first = _first(value["messages"])
+        found.append("sharegpt" if isinstance(first, dict) and "from" in first or lf else "openai")
+    if "instruction" in keys and "context" in keys and "response" in keys:
+        found.append("dolly")
+    elif "instruction" in keys and ("output" in keys or lf.get("chosen")):
         found.append("alpaca")
     if "observation" in keys and "steps" in keys:
         found.append("react")
     if opts.question_field in keys and opts.answer_field in keys:
         found.append("qa")
+    if not found and opts.text_field in keys:
+        found.append("text")
     found = sorted(set(found))
-    if len(found) == 1:
-        return found[0]
     shown = ", ".join(sorted(map(str, keys))) or "none"
     if not found:
         raise DataPrepError(f"{source}: cannot tell the format from the fields ({shown}); {choices}")
-    raise DataPrepError(f"{source}: ambiguous format, the fields ({shown}) fit {' and '.join(found)}; {choices}")
+    if len(found) > 1:
+        raise DataPrepError(f"{source}: ambiguous format, the fields ({shown}) fit {' and '.join(found)}; {choices}")
+    fmt = found[0]
+    if fmt == "sharegpt":
+        messages = "conversations" if "conversations" in keys else "messages"
+        first = _first(value[messages])
+        tags = _OPENAI_TAGS if isinstance(first, dict) and "role" in first and "from" not in first else opts.tags
+        opts = replace(opts, columns=replace(c, messages=messages, **lf), tags=tags)
+    elif fmt == "alpaca" and lf:
+        opts = replace(opts, columns=replace(c, **lf))
+    return fmt, opts
+
+
+def detect_format(value: Any, source: str, opts: FormatOptions) -> str:
+    """The format name :func:`detect` finds."""
+    return detect(value, source, opts)[0]
 
 
 def options_for_sharegpt_messages(opts: FormatOptions) -> FormatOptions:
     """Options for ShareGPT-style turns stored under ``messages`` (auto-detected)."""
-    return FormatOptions(opts.question_field, opts.answer_field, opts.system_prompt,
-                         Columns(**{**opts.columns.__dict__, "messages": "messages"}), opts.tags)
+    return replace(opts, columns=replace(opts.columns, messages="messages"))

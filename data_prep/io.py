@@ -39,6 +39,31 @@ class Record:
     value: Any
 
 
+def lone_surrogate(text: str, value: Any) -> bool:
+    """True when a ``\\uD800``-style escape in ``text`` left a lone surrogate in ``value``: valid JSON, but no
+    UTF-8 output can hold it (every writer would fail on the row)."""
+    if "\\u" not in text:  # the common case costs one scan
+        return False
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    except RecursionError:
+        return False  # too deep to re-encode here: the row's own checks report it
+    return False
+
+
+_SURROGATE_DETAIL = "a \\u escape encodes a lone surrogate (U+D800-U+DFFF), which is not a character UTF-8 can hold"
+
+
+def _unreadable(e: BaseException) -> str:
+    """Why valid-looking JSON could not be read: Python's parser recurses per level of nesting (RecursionError
+    past its limit) and refuses integers of more than 4300 digits (ValueError)."""
+    if isinstance(e, RecursionError):
+        return "nested deeper than the JSON parser allows"
+    return f"a number too long to read ({str(e).split(':')[0]})"
+
+
 def _sniff(path: Path) -> bytes:
     try:
         with path.open("rb") as f:
@@ -129,7 +154,15 @@ class Reader:
                     first_bad = first_bad or rej
                     yield rej
                     continue
-                good += 1
+                except (RecursionError, ValueError) as e:  # too deep, or an integer past Python's digit limit
+                    rej = Reject(src, "invalid_json", text.rstrip("\r\n"), f"unreadable JSON: {_unreadable(e)}")
+                    first_bad = first_bad or rej
+                    yield rej
+                    continue
+                good += 1  # valid JSON: a row, even when it is rejected next
+                if lone_surrogate(text, value):
+                    yield Reject(src, "invalid_utf8", text.rstrip("\r\n"), _SURROGATE_DETAIL)
+                    continue
                 yield Record(src, value)
         if good == 0:
             if first_bad is not None:
@@ -149,7 +182,9 @@ class Reader:
             while s.at_element(is_array, index):
                 value, end = s.decode_element(index)
                 src = f"{self.name}:{index}" if is_array else f"{self.name}:{s.line_of(s.pos)}"
-                yield Record(src, value)
+                text = s.buf[s.pos : end]
+                yield Reject(src, "invalid_utf8", text, _SURROGATE_DETAIL) if lone_surrogate(text, value) \
+                    else Record(src, value)
                 index += 1
                 s.pos = end
                 if not s.after_element(is_array, index):
@@ -297,6 +332,8 @@ class _JsonStream:
                                         f"({e.msg})") from None
                 self.want = min(self.want * 2, 1 << 26)
                 self.more()  # the element may continue in the next chunk; retry from pos
+            except (RecursionError, ValueError) as e:  # valid JSON Python cannot hold; an array cannot skip it
+                raise DataPrepError(f"{self.where(self.pos)}: element {index}: {_unreadable(e)}") from None
         self.want = _CHUNK
         return value, end
 

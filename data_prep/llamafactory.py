@@ -3,8 +3,11 @@
 Honoured keys (names and defaults as in LLaMA-Factory's ``data/README.md``): ``file_name`` (a file or a folder,
 relative to the ``dataset_info.json`` dir), ``formatting`` (``alpaca`` default, or ``sharegpt``), ``columns``
 (prompt, query, response, history, messages, system, tools) and ``tags`` (role_tag, content_tag, user_tag,
-assistant_tag, observation_tag, function_tag, system_tag). Preference datasets (``ranking``, ``chosen`` /
-``rejected`` columns, ``kto_tag``) and hub-only datasets raise :class:`DataPrepError` with what to do.
+assistant_tag, observation_tag, function_tag, system_tag), ``ranking`` with ``chosen``/``rejected`` columns
+(preference pairs: strings in alpaca files, ``{from, value}`` messages in sharegpt ones), ``kto_tag`` (the
+boolean feedback of unpaired preference rows), and pretraining entries (``columns: {"prompt": "text"}``, or any
+alpaca entry under ``--stage pt``: the prompt column is the text). Message contents may be LLaMA-Factory v1
+content parts with ``loss_weight``. Hub-only datasets raise :class:`DataPrepError` with what to do.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from data_prep.formats import Columns, FormatOptions, Tags
 from data_prep.io import DataPrepError, read_json_file
 
 _READABLE = (".json", ".jsonl")
-_COLUMN_KEYS = ("prompt", "query", "response", "history", "messages", "system", "tools")
+_COLUMN_KEYS = ("prompt", "query", "response", "history", "messages", "system", "tools", "chosen", "rejected",
+                "kto_tag")
 _TAG_KEYS = tuple(f.name for f in fields(Tags))
 
 
@@ -25,16 +29,17 @@ _TAG_KEYS = tuple(f.name for f in fields(Tags))
 class DatasetSpec:
     name: str
     files: list[Path]
-    format: str  # "alpaca" or "sharegpt"
+    format: str  # "alpaca", "sharegpt" or "text"
     columns: Columns
     tags: Tags
 
     def options(self, base: FormatOptions) -> FormatOptions:
-        return FormatOptions(base.question_field, base.answer_field, base.system_prompt, self.columns, self.tags)
+        return FormatOptions(base.question_field, base.answer_field, base.system_prompt, self.columns, self.tags,
+                             text_field=self.columns.prompt)
 
 
-def _columns(name: str, formatting: str, cols: dict[str, Any], where: str) -> Columns:
-    unknown = set(cols) - set(_COLUMN_KEYS) - {"images", "videos", "audios", "chosen", "rejected", "kto_tag"}
+def _columns(name: str, formatting: str, cols: dict[str, Any], where: str, ranking: bool) -> Columns:
+    unknown = set(cols) - set(_COLUMN_KEYS) - {"images", "videos", "audios"}
     if unknown:
         raise DataPrepError(f"{where}: dataset '{name}' has unknown columns {sorted(unknown)}; "
                         f"known: {', '.join(_COLUMN_KEYS)}")
@@ -51,6 +56,9 @@ def _columns(name: str, formatting: str, cols: dict[str, Any], where: str) -> Co
         messages=cols.get("messages") or "conversations",
         system=cols.get("system"),
         tools=cols.get("tools"),
+        chosen=cols.get("chosen", "chosen") if ranking else None,
+        rejected=cols.get("rejected", "rejected") if ranking else None,
+        kto_tag=cols.get("kto_tag"),
     )
 
 
@@ -64,14 +72,35 @@ def _tags(name: str, tags: dict[str, Any], where: str) -> Tags:
     return Tags(**tags)
 
 
+def _inside(path: Path, root: Path, escape: str) -> bool:
+    """Whether ``path``, symlinks followed, lies in ``root`` (already resolved)."""
+    try:
+        return path.resolve().is_relative_to(root)
+    except (OSError, RuntimeError) as e:  # a symlink loop (RuntimeError before Python 3.13)
+        raise DataPrepError(f"{escape}: cannot follow {path} ({e})") from None
+
+
 def _files(name: str, base: Path, file_name: str, where: str) -> list[Path]:
+    """The files of an entry's ``file_name``. Only files inside the dataset_info.json folder are read, so a
+    shared dataset_info.json cannot point data_prep at files elsewhere (``../``, absolute paths, symlinks)."""
+    escape = f"{where}: dataset '{name}': file_name {file_name!r}"
+    if "\x00" in file_name:
+        raise DataPrepError(f"{escape} has a NUL character")
     p = Path(file_name)
-    if not p.is_absolute():
-        p = base / p
+    if p.is_absolute():
+        raise DataPrepError(f"{escape} is an absolute path; give a path relative to {base}")
+    root = base.resolve()
+    p = base / p
+    if not _inside(p, root, escape):
+        raise DataPrepError(f"{escape} points outside the folder of dataset_info.json ({root})")
     if p.is_dir():
         files = sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith("."))
         if not files:
             raise DataPrepError(f"{where}: dataset '{name}' folder {p} is empty")
+        outside = [f.name for f in files if not _inside(f, root, escape)]
+        if outside:
+            raise DataPrepError(f"{escape}: {', '.join(outside)} in that folder links outside the folder of "
+                                f"dataset_info.json ({root})")
     elif p.is_file():
         files = [p]
     else:
@@ -83,8 +112,10 @@ def _files(name: str, base: Path, file_name: str, where: str) -> list[Path]:
     return files
 
 
-def load_datasets(info_path: str | Path, names: list[str]) -> list[DatasetSpec]:
-    """Resolve ``names`` (``--dataset a,b`` split by the caller or here) in a ``dataset_info.json``."""
+def load_datasets(info_path: str | Path, names: list[str], stage: str = "sft") -> list[DatasetSpec]:
+    """Resolve ``names`` (``--dataset a,b`` split by the caller or here) in a ``dataset_info.json``.
+
+    ``stage`` pt reads alpaca entries as pretraining text (LLaMA-Factory: only the prompt column is used)."""
     info_path = Path(info_path)
     info = read_json_file(info_path)
     where = str(info_path)
@@ -104,9 +135,13 @@ def load_datasets(info_path: str | Path, names: list[str]) -> list[DatasetSpec]:
         tags = d.get("tags") or {}
         if not isinstance(cols, dict) or not isinstance(tags, dict):
             raise DataPrepError(f"{where}: dataset '{name}': 'columns' and 'tags' must be objects")
-        if d.get("ranking") or "chosen" in cols or "rejected" in cols or "kto_tag" in cols:
-            raise DataPrepError(f"{where}: dataset '{name}' is a preference dataset (ranking/chosen/rejected/kto_tag); "
-                            "preference data (DPO/ORPO/KTO) is not supported yet, register an SFT dataset")
+        ranking = bool(d.get("ranking"))
+        if ranking and "kto_tag" in cols:
+            raise DataPrepError(f"{where}: dataset '{name}' has both ranking and kto_tag; a dataset is pairs (ranking) "
+                                "or KTO rows (kto_tag), not both")
+        if ("chosen" in cols or "rejected" in cols) and not ranking:
+            raise DataPrepError(f"{where}: dataset '{name}' names chosen/rejected columns without \"ranking\": true; "
+                                "add it (a preference dataset)")
         if "file_name" not in d:
             hub = d.get("hf_hub_url") or d.get("ms_hub_url") or d.get("om_hub_url") or d.get("script_url")
             raise DataPrepError(f"{where}: dataset '{name}' has no file_name"
@@ -115,11 +150,14 @@ def load_datasets(info_path: str | Path, names: list[str]) -> list[DatasetSpec]:
         if formatting not in ("alpaca", "sharegpt"):
             raise DataPrepError(f"{where}: dataset '{name}' formatting {formatting!r} is not supported; "
                             "use alpaca or sharegpt")
+        # LLaMA-Factory's pretraining entries name only the text column (prompt); under pt any alpaca entry is text.
+        text = formatting == "alpaca" and not ranking and "kto_tag" not in cols and (
+            stage == "pt" or set(cols) == {"prompt"})
         specs.append(DatasetSpec(
             name=name,
             files=_files(name, info_path.parent, str(d["file_name"]), where),
-            format=formatting,
-            columns=_columns(name, formatting, cols, where),
+            format="text" if text else formatting,
+            columns=_columns(name, formatting, cols, where, ranking),
             tags=_tags(name, tags, where),
         ))
     return specs

@@ -18,20 +18,29 @@ import json
 import os
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from data_prep.clean import BalanceCap, Deduper, pack_source, unpack_source
 from data_prep.conversation import Reject
-from data_prep.formats import FORMAT_CHOICES, FormatOptions, detect_format, options_for_sharegpt_messages
+from data_prep.formats import (
+    COLUMN_NAMES,
+    FORMAT_CHOICES,
+    STAGE_KINDS,
+    STAGES,
+    FormatOptions,
+    detect,
+    kind_of,
+)
 from data_prep.io import DataPrepError, JsonlWriter, Reader, Record, RejectWriter
 from data_prep.llamafactory import load_datasets
 from data_prep.split import Splitter
 from data_prep.stats import Stats, plot_lengths
 from data_prep.validate import RowError
-from data_prep.work import Outcome, RowSettings, Workers, cpu_seconds, gc_frozen, usable_cpus
+from data_prep.work import STAGE_HINTS, Outcome, RowSettings, Workers, cpu_seconds, gc_frozen, usable_cpus
 from fileio.atomic import write_json_atomic
 
 __all__ = ["DataPrepError", "PrepConfig", "prepare"]
@@ -66,11 +75,20 @@ class PrepConfig:
     progress: bool | None = None  # None: a bar on stderr from PROGRESS_MIN_BYTES of input
     workers: int | None = None  # processes for the row work; None: the usable CPUs (at most 8) from 4 MiB of input
     fast_render: bool = True  # False: render every row the straightforward way (same results, slower)
+    stage: str = "sft"  # what the rows are for: sft|pt|dpo|orpo|kto (formats.STAGE_KINDS: the row kinds kept)
+    columns: dict[str, str] | None = None  # --columns: canonical field -> the field of the files that holds it
 
     def check(self) -> None:
         """Raise :class:`DataPrepError` for a setting that cannot work."""
         if self.format not in FORMAT_CHOICES:
             raise DataPrepError(f"--format {self.format!r} is unknown; choose one of {', '.join(FORMAT_CHOICES)}")
+        if self.stage not in STAGES:
+            raise DataPrepError(f"--stage {self.stage!r} is unknown; choose one of {', '.join(STAGES)}")
+        for key, value in (self.columns or {}).items():
+            if key not in COLUMN_NAMES:
+                raise DataPrepError(f"--columns: {key!r} is not a field we read; map one of {', '.join(COLUMN_NAMES)}")
+            if not isinstance(value, str) or not value:
+                raise DataPrepError(f"--columns: {key}= needs the name of the field that holds it")
         if self.overlong not in OVERLONG:
             raise DataPrepError(f"--overlong {self.overlong!r} is unknown; choose truncate or drop")
         if not 0 <= self.test_size < 1:
@@ -100,10 +118,11 @@ class _Input:
 
 
 def _plan_inputs(cfg: PrepConfig) -> list[_Input]:
-    base = FormatOptions(cfg.question_field, cfg.answer_field, cfg.system_prompt)
+    base = FormatOptions(cfg.question_field, cfg.answer_field, cfg.system_prompt,
+                         rename=tuple((cfg.columns or {}).items()))
     plan = [_Input(p, cfg.format, base) for p in cfg.inputs]
     if cfg.dataset_info and cfg.dataset:
-        for spec in load_datasets(cfg.dataset_info, cfg.dataset):
+        for spec in load_datasets(cfg.dataset_info, cfg.dataset, stage=cfg.stage):
             plan += [_Input(str(f), spec.format, spec.options(base), spec.name) for f in spec.files]
     for item in plan:
         p = Path(item.path)
@@ -140,6 +159,7 @@ class _Run:
     deduper: Deduper
     cap: BalanceCap | None
     files: list[str]
+    kinds: Counter[str] = field(default_factory=Counter)  # rows read, by kind (what a 0-kept error says)
 
     def reject(self, source: str, reason: str, row: Any, detail: str) -> None:
         self.stats.reject(reason)
@@ -149,6 +169,10 @@ class _Run:
         """Apply one row's outcome, in the serial order of the checks: early checks, dedup, render, cap."""
         cfg, stats = self.cfg, self.stats
         raw = rec.value[1] if isinstance(rec.value, tuple) else rec.value
+        if o.fatal is not None:
+            raise DataPrepError(f"{rec.source}: {o.fatal}")
+        if o.kind:
+            self.kinds[o.kind] += 1
         try:
             if o.error is not None:
                 raise RowError(*o.error)
@@ -186,12 +210,13 @@ class _Run:
         if o.tokens is None:
             return o.n_chars, 0, 0, False
         cfg, length = self.cfg, o.tokens
-        if length <= cfg.max_length:
-            return length, length, o.trained, False
+        used = length if o.used is None else o.used
+        if length <= cfg.max_length or o.pack:  # text is cut into max_length blocks when packed, not truncated
+            return length, used, o.trained, False
         if cfg.overlong == "drop":
             self.stats.rows_over_max_length += 1
             raise RowError("too_long", f"{length} tokens, more than --max-length {cfg.max_length} (--overlong drop)")
-        return length, cfg.max_length, o.trained, True
+        return length, cfg.max_length if o.used is None else o.used, o.trained, True
 
 
 def _pass_two(kept_path: str, splitter: Splitter, stats: Stats, train: JsonlWriter, test: JsonlWriter) -> None:
@@ -248,6 +273,7 @@ def prepare(cfg: PrepConfig, tokenizer: Any = None) -> dict[str, Any]:
         test = JsonlWriter(out / "test.jsonl")
         writers.append(test)
         _pass_two(kept_path, splitter, stats, train, test)
+        kinds = run.kinds
         unit = "tokens" if tokenizer is not None else "chars"
         config = asdict(cfg)
         if tokenizer is not None and not cfg.tokenizer:
@@ -259,6 +285,8 @@ def prepare(cfg: PrepConfig, tokenizer: Any = None) -> dict[str, Any]:
             w.commit()
         plot_lengths(out / "length_hist.png", stats, length_unit=unit, max_length=cfg.max_length)
         write_json_atomic(out / "stats.json", result)
+        if stats.rows_kept == 0:
+            raise DataPrepError(nothing_kept(result, kinds, cfg))
         return result
     finally:
         for w in writers:
@@ -266,6 +294,35 @@ def prepare(cfg: PrepConfig, tokenizer: Any = None) -> dict[str, Any]:
                 w.abort()
         if os.path.exists(kept_path):
             os.unlink(kept_path)
+
+
+_REASON_HINTS = {
+    "missing_field": "check the field names: pass --format, or --columns canonical=field "
+                     "(e.g. --columns prompt=question,completion=answer)",
+    "unknown_role": "the roles are not the dataset's tags; set them in dataset_info.json 'tags' or use --format",
+    "nothing_to_train": "every row lacks a reply to learn from (prompt-only rows, or loss_weight 0 everywhere)",
+    "too_long": "raise --max-length / --max-chars, or use --overlong truncate",
+    "too_short": "lower --min-chars",
+    "low_quality": "lower --quality-threshold",
+    "render_error": "the chat template cannot render these rows; try another --tokenizer",
+    "no_final_assistant": "rows must end with an assistant reply",
+}
+
+
+def nothing_kept(stats: dict[str, Any], kinds: Counter[str], cfg: PrepConfig) -> str:
+    """The one-line error for a run that kept no row: the top reasons and what to do."""
+    reasons = sorted(stats["rejects_by_reason"].items(), key=lambda kv: (-kv[1], kv[0]))
+    top = ", ".join(f"{r} {n}" for r, n in reasons[:3]) or "none"
+    hint = ""
+    other = Counter({k: n for k, n in kinds.items() if k not in STAGE_KINDS[cfg.stage]})
+    if other and "wrong_stage" in stats["rejects_by_reason"]:  # the most useful advice whatever else went wrong
+        hint = STAGE_HINTS[other.most_common(1)[0][0]]
+    elif reasons:
+        hint = _REASON_HINTS.get(reasons[0][0], "")
+    if stats["rows_deduplicated"] and not reasons:
+        hint = "every row was a duplicate"
+    return (f"no rows kept out of {stats['rows_in']} (--stage {cfg.stage}); rejected: {top} "
+            f"(see {Path(cfg.out) / 'rejects.jsonl'})" + (f"; {hint}" if hint else ""))
 
 
 def _n_workers(cfg: PrepConfig, tokenizer: Any, total_bytes: int) -> int:
@@ -278,7 +335,7 @@ def _n_workers(cfg: PrepConfig, tokenizer: Any, total_bytes: int) -> int:
 
 def _settings(cfg: PrepConfig) -> RowSettings:
     return RowSettings(cfg.min_chars, cfg.max_chars, cfg.quality_threshold, cfg.dedup, cfg.max_length, cfg.seed,
-                       cfg.fast_render)
+                       cfg.fast_render, cfg.stage)
 
 
 def _pass_one(run: _Run, plan: list[_Input]) -> None:
@@ -308,6 +365,7 @@ def _one_file(run: _Run, workers: Workers, item: _Input, index: int, bar: Any) -
     """Stream one input file through the workers; every outcome is applied before this returns."""
     reader = Reader(item.path)
     fmt = "react" if item.format == "auto" and reader.container == "text" else item.format
+    auto = fmt == "auto"
     if reader.container == "text" and fmt != "react":
         raise DataPrepError(f"{item.path}: .txt files are read as ReAct text trajectories; --format {fmt} "
                             "needs a .json or .jsonl file")
@@ -326,9 +384,9 @@ def _one_file(run: _Run, workers: Workers, item: _Input, index: int, bar: Any) -
     for rec in _records(reader, bar):
         run.stats.rows_in += 1
         if isinstance(rec, Record) and fmt == "auto":
-            fmt = detect_format(rec.value, rec.source, opts)
-            if fmt == "sharegpt" and isinstance(rec.value, dict) and "conversations" not in rec.value:
-                opts = options_for_sharegpt_messages(opts)
+            fmt, opts = detect(rec.value, rec.source, opts)
+            if auto:  # one kind per file: a row plainly of another kind stops the run at its line
+                opts = replace(opts, expect_kind=kind_of(fmt, opts))
         entries.append(rec)
         if len(entries) >= CHUNK_ROWS:
             _submit(workers, fmt, opts, entries, done)

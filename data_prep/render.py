@@ -87,14 +87,23 @@ def render_example(
         return result
     _check_max_length(max_length)
     _check_messages(messages)
+    messages, untrained = template_messages(tokenizer, messages, tools)
     assistant_idx = [i for i, m in enumerate(messages) if m.get("role") == "assistant"]
     if not assistant_idx:
         raise RenderError("conversation has no assistant turn: nothing to train on")
+    # Only trained turns need their place in the text: an untrained one (a preference prompt's replies) may
+    # render differently once more messages follow, as Qwen3's template does for earlier replies.
+    trained_idx = [i for i in assistant_idx if i not in untrained]
+    if not trained_idx:
+        raise RenderError("every assistant turn has loss_weight 0: nothing to train on")
 
     text = _render(tokenizer, [messages], tools, generation_prompt=False)[0]
-    spans, problem = _assistant_char_spans(tokenizer, messages, assistant_idx, text, tools)
+    spans, problem = _assistant_char_spans(tokenizer, messages, trained_idx, text, tools)
     if problem is None:
         input_ids, labels = _labels_from_spans(tokenizer, text, spans)
+    elif untrained:
+        raise RenderError(f"cannot derive the assistant mask: {problem}; loss_weight 0 turns need a template that "
+                          "renders earlier turns the same once more messages follow")
     elif _GENERATION_TAG.search(_template_source(tokenizer, tools)):
         input_ids, labels = _labels_from_generation_tags(tokenizer, messages, tools, text)
     else:
@@ -202,6 +211,7 @@ def render_prompt(
     tokens before text but one at the end of a string).
     """
     _check_messages(messages)
+    messages = template_messages(tokenizer, messages, tools)[0]
     if not messages:
         raise RenderError("cannot build a generation prompt from an empty conversation")
     if messages[-1].get("role") == "assistant":
@@ -216,6 +226,37 @@ def render_prompt(
     if cut and enc["offset_mapping"][cut - 1][1] == len(text):
         return ids
     return list(_encode(tokenizer, text, offsets=False)["input_ids"])
+
+
+def template_messages(
+    tokenizer: Any, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+) -> tuple[list[dict[str, Any]], set[int]]:
+    """``messages`` as the chat template takes them, and the indices of turns not trained (``loss_weight`` 0).
+
+    A ``reasoning_content`` trace stays a field for templates that read it (Qwen3, DeepSeek-R1 distills);
+    for the others it becomes a ``<think>`` block before the content, laid out as Qwen3 lays it out, so the
+    trace is in the text and trained with its turn.
+    """
+    native: bool | None = None
+    out: list[dict[str, Any]] = []
+    untrained: set[int] = set()
+    for i, m in enumerate(messages):
+        if "loss_weight" in m or "reasoning_content" in m:
+            m = dict(m)
+            if m.pop("loss_weight", None) == 0:
+                untrained.add(i)
+            reasoning = m.get("reasoning_content")
+            if not reasoning:
+                m.pop("reasoning_content", None)
+            else:
+                if native is None:
+                    native = "reasoning_content" in _template_source(tokenizer, tools)
+                if not native:
+                    del m["reasoning_content"]
+                    content = (m.get("content") or "").lstrip("\n")
+                    m["content"] = f"<think>\n{reasoning.strip(chr(10))}\n</think>\n\n{content}"
+        out.append(m)
+    return out, untrained
 
 
 # ---------------------------------------------------------------------------------------------- internals

@@ -25,6 +25,9 @@ REASONS: dict[str, str] = {
     "over_balance_cap": "its task type/tag already has --balance-cap rows",
     "unsupported_format": "a row form we do not train on (preference/KTO/multimodal, non-text content)",
     "render_error": "the tokenizer's chat template could not render the conversation",
+    "nothing_to_train": "no turn to learn from (a prompt-only row, or loss_weight 0 on every assistant turn)",
+    "wrong_stage": "a row kind the chosen --stage does not train on (text for pt, pairs for dpo/orpo, ...)",
+    "same_chosen_rejected": "a preference pair whose chosen and rejected replies are the same",
 }
 
 
@@ -40,8 +43,44 @@ class RowError(Exception):
 
 
 def validate(conv: Conversation) -> None:
-    """Raise :class:`RowError` for the first problem found in ``conv``."""
-    msgs = conv.messages
+    """Raise :class:`RowError` for the first problem found in ``conv`` (any kind)."""
+    if conv.kind == "text":
+        if not conv.text.strip():
+            raise RowError("empty_content", "the text is empty")
+        return
+    if conv.kind == "preference":
+        _validate_pair(conv)
+        return
+    if conv.kind == "unpaired_preference":
+        if not isinstance(conv.label, bool):
+            raise RowError("wrong_type", f"label is {type(conv.label).__name__}, expected true or false")
+        _completion(conv, conv.completion, "completion")
+        return
+    _validate_chat(conv.messages, conv.free_tool_calls)
+    if not any(m.role == "assistant" and m.loss_weight != 0 for m in conv.messages):
+        raise RowError("nothing_to_train", "every assistant turn has loss_weight 0")
+
+
+def _completion(conv: Conversation, side: list, what: str) -> None:
+    """A completion: assistant (and tool) turns after a prompt that ends on a user or tool turn."""
+    if not conv.messages:
+        raise RowError("missing_field", "the prompt has no messages")
+    if not side:
+        raise RowError("missing_field", f"the {what} has no messages")
+    if side[0].role != "assistant":
+        raise RowError("bad_role_order", f"the {what} starts with a {side[0].role} message; it must be an "
+                                         "assistant reply to the prompt")
+    _validate_chat(conv.messages + side, conv.free_tool_calls)
+
+
+def _validate_pair(conv: Conversation) -> None:
+    _completion(conv, conv.chosen, "chosen reply")
+    _completion(conv, conv.rejected, "rejected reply")
+    if [m.to_dict() for m in conv.chosen] == [m.to_dict() for m in conv.rejected]:
+        raise RowError("same_chosen_rejected", "chosen and rejected are the same reply: nothing to prefer")
+
+
+def _validate_chat(msgs: list, free_tool_calls: bool = False) -> None:
     if not msgs:
         raise RowError("missing_field", "the conversation has no messages")
     prev: str | None = None
@@ -61,7 +100,7 @@ def validate(conv: Conversation) -> None:
             raise RowError("bad_role_order", f"message {i} (user) follows a {prev} message")
         if m.role == "assistant" and prev not in ("user", "tool"):
             raise RowError("bad_role_order", f"message {i} (assistant) follows {prev or 'nothing'}; a user turn must come first")
-        if m.role == "tool" and not (prev == "tool" or (prev == "assistant" and prev_calls)):
+        if m.role == "tool" and not (prev == "tool" or (prev == "assistant" and (prev_calls or free_tool_calls))):
             raise RowError("bad_role_order", f"message {i} (tool) does not answer an assistant tool call")
         if m.role != "tool":
             prev_calls = bool(m.tool_calls)
@@ -71,10 +110,10 @@ def validate(conv: Conversation) -> None:
 
 
 def content_chars(conv: Conversation) -> int:
-    """Characters of content over all messages (tool-call arguments count as their JSON text)."""
-    n = 0
-    for m in conv.messages:
-        n += len(m.content)
+    """Characters of content over all messages of every part (tool-call arguments count as their JSON text)."""
+    n = len(conv.text)
+    for m in conv.messages + conv.chosen + conv.rejected + conv.completion:
+        n += len(m.content) + len(m.reasoning_content or "")
         for call in m.tool_calls or ():
             n += len(str(call))
     return n

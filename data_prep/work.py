@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from data_prep.clean import check_length, digest64, exact_text, normalized_text, quality_score, stratum
-from data_prep.conversation import Conversation
-from data_prep.formats import FormatOptions, to_conversation
+from data_prep.conversation import Conversation, Message
+from data_prep.formats import STAGE_KINDS, FormatOptions, KindMismatch, to_conversation
 from data_prep.split import split_hash
 from data_prep.validate import RowError, validate
 
@@ -40,6 +40,14 @@ class RowSettings:
     max_length: int = 2048
     seed: int = 42
     fast_render: bool = True
+    stage: str = "sft"
+
+
+# What to do when rows do not fit --stage, by their kind.
+STAGE_HINTS = {"text": "these are plain-text rows (continued pretraining): use --stage pt",
+               "preference": "these are preference pairs: use --stage dpo or --stage orpo",
+               "unpaired_preference": "these are unpaired preference rows (label): use --stage kto",
+               "sft": "these are chat/instruction rows: use --stage sft"}
 
 
 @dataclass(slots=True)
@@ -58,6 +66,10 @@ class Outcome:
     stratum: str = ""  # balance-cap stratum (task type, else first tag)
     h: int = 0  # split hash
     row_json: str = ""  # the kept row, serialised as train.jsonl / test.jsonl write it
+    kind: str = ""  # the row's kind, once read
+    fatal: str | None = None  # a file-level problem found at this row (a second kind): stops the run
+    pack: bool = False  # text rows: packed into max_length blocks by the trainer, never truncated
+    used: int | None = None  # tokens used when not min(tokens, max_length) (a pair: both sides)
 
 
 def _convert(fmt: str, opts: FormatOptions, s: RowSettings, source: str, value: Any,
@@ -65,12 +77,16 @@ def _convert(fmt: str, opts: FormatOptions, s: RowSettings, source: str, value: 
     """The checks before dedup, in the pipeline's order; fills ``o``; the conversation and its chat."""
     conv = to_conversation(fmt, value, opts)
     conv.source = source
+    o.kind = conv.kind
     validate(conv)
+    if conv.kind not in STAGE_KINDS[s.stage]:  # a sound row, for another stage
+        raise RowError("wrong_stage", f"a {conv.kind} row; --stage {s.stage} trains on "
+                                      f"{' or '.join(STAGE_KINDS[s.stage])} rows ({STAGE_HINTS[conv.kind]})")
     o.n_chars = check_length(conv, s.min_chars, s.max_chars)
     if s.quality_threshold is not None:
         raw = value[1] if isinstance(value, tuple) else value
         won = raw.get("won") if fmt == "react" and isinstance(raw, dict) else None
-        q = quality_score(conv, won=won)
+        q = quality_score(_scored(conv), won=won)
         if q < s.quality_threshold:
             raise RowError("low_quality", f"quality score {q} is below --quality-threshold {s.quality_threshold}")
     norm = normalized_text(conv)
@@ -84,6 +100,13 @@ def _convert(fmt: str, opts: FormatOptions, s: RowSettings, source: str, value: 
     return conv, chat
 
 
+def _scored(conv: Conversation) -> Conversation:
+    """What the quality score reads: the chosen side of a pair, a completion, a text as one reply."""
+    if conv.kind == "text":
+        return Conversation([Message("user", ""), Message("assistant", conv.text)])
+    return Conversation(conv.sequences()[0])
+
+
 def work_chunk(tokenizer: Any, s: RowSettings, fmt: str, opts: FormatOptions,
                items: list[tuple[str, Any]]) -> list[Outcome]:
     """One outcome per ``(source, value)`` record, in order."""
@@ -95,18 +118,61 @@ def work_chunk(tokenizer: Any, s: RowSettings, fmt: str, opts: FormatOptions,
             convs.append((o, *_convert(fmt, opts, s, source, value, o)))
         except RowError as e:
             o.error = (e.reason, e.detail)
+        except KindMismatch as e:
+            o.fatal = str(e)
         outcomes.append(o)
     if tokenizer is not None and convs:
         _render_all(tokenizer, s, convs)
     return outcomes
 
 
-def _render_all(tokenizer: Any, s: RowSettings, convs: list[tuple[Outcome, Conversation, list[dict[str, Any]]]]) -> None:
-    from data_prep.render import IGNORE_INDEX, RenderError, count_examples, render_example
+def preference_chats(conv: Conversation) -> list[list[dict[str, Any]]]:
+    """The chats a preference row is scored on, prompt + each completion, with the prompt's replies untrained:
+    TRL's preference trainers put the loss on the completion only."""
+    prompt = [{**m.to_dict(), "loss_weight": 0} if m.role == "assistant" else m.to_dict() for m in conv.messages]
+    sides = [conv.chosen, conv.rejected] if conv.kind == "preference" else [conv.completion]
+    return [prompt + [m.to_dict() for m in side] for side in sides]
 
-    chats = [chat for _, _, chat in convs]
-    tools = [c.tools for _, c, _ in convs]
+
+def _render_all(tokenizer: Any, s: RowSettings, convs: list[tuple[Outcome, Conversation, list[dict[str, Any]]]]) -> None:
+    texts = [(o, c) for o, c, _ in convs if c.kind == "text"]
+    if texts:
+        _count_texts(tokenizer, s, texts)
+    chats: list[list[dict[str, Any]]] = []
+    tools: list[Any] = []
+    owners: list[tuple[Outcome, int]] = []  # each outcome and how many chats it has
+    for o, conv, chat in convs:
+        if conv.kind == "text":
+            continue
+        mine = [chat] if conv.kind == "sft" else preference_chats(conv)
+        chats += mine
+        tools += [conv.tools] * len(mine)
+        owners.append((o, len(mine)))
+    results = iter(_count_chats(tokenizer, s, chats, tools))
+    for o, n in owners:
+        _apply_counts(o, [next(results) for _ in range(n)], s.max_length)
+
+
+def _count_texts(tokenizer: Any, s: RowSettings, texts: list[tuple[Outcome, Conversation]]) -> None:
+    """Plain text: every token is trained, plus the end-of-sequence token the trainer appends."""
+    eos = 1 if getattr(tokenizer, "eos_token_id", None) is not None else 0
+    try:
+        ids = tokenizer([c.text for _, c in texts], add_special_tokens=False)["input_ids"]
+    except Exception as e:  # noqa: BLE001 - raised if the row gets there, as for chats
+        for o, _ in texts:
+            o.failure = e
+        return
+    for (o, _), row in zip(texts, ids, strict=True):
+        o.tokens = o.trained = len(row) + eos
+        o.pack = True
+
+
+def _count_chats(tokenizer: Any, s: RowSettings, chats: list[list[dict[str, Any]]], tools: list[Any]) -> list[Any]:
+    from data_prep.render import IGNORE_INDEX, count_examples, render_example
+
     results: list[Any] = []
+    if not chats:
+        return results
     if s.fast_render:
         try:
             results = count_examples(tokenizer, chats, tools, max_length=s.max_length)
@@ -120,13 +186,26 @@ def _render_all(tokenizer: Any, s: RowSettings, convs: list[tuple[Outcome, Conve
                 results.append((ex.n_tokens, len(labels) - labels.count(IGNORE_INDEX)))
             except Exception as e:  # noqa: BLE001 - a RenderError rejects the row; others are raised if it gets there
                 results.append(e)
-    for (o, _, _), r in zip(convs, results, strict=True):
+    return results
+
+
+def _apply_counts(o: Outcome, results: list[Any], max_length: int) -> None:
+    """One row's counts; a pair's length is its longer side, its used and trained tokens both sides'."""
+    from data_prep.render import RenderError
+
+    for r in results:
         if isinstance(r, RenderError):
             o.render_error = str(r)
-        elif isinstance(r, BaseException):
+            return
+        if isinstance(r, BaseException):
             o.failure = r
-        else:
-            o.tokens, o.trained = r
+            return
+    if len(results) == 1:
+        o.tokens, o.trained = results[0]
+        return
+    o.tokens = max(n for n, _ in results)
+    o.trained = sum(t for _, t in results)
+    o.used = sum(min(n, max_length) for n, _ in results)
 
 
 # ---------------------------------------------------------------------------------------------- workers

@@ -129,7 +129,8 @@ def trained_system_prompt(train_jsonl: Path) -> str | None:
         for line in f:
             if not line.strip():
                 continue
-            messages = json.loads(line).get("messages") or [{}]
+            row = json.loads(line)
+            messages = row.get("messages") or row.get("prompt") or [{}]  # preference rows keep it in the prompt
             first = messages[0]
             if first.get("role") != "system" or (shared is not None and first.get("content") != shared):
                 return None

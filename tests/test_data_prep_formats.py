@@ -152,7 +152,7 @@ def test_detect_sharegpt_turns_under_messages_and_custom_qa_fields() -> None:
     [
         ({"foo": 1}, "cannot tell the format"),
         ({"messages": [], "conversations": []}, "ambiguous format"),
-        ({"instruction": "a", "chosen": "b", "rejected": "c"}, "not supported yet"),
+        ({"answer": "a", "chosen": "b"}, "cannot tell the format"),
         ([1, 2], "not an object"),
     ],
 )

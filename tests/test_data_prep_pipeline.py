@@ -75,8 +75,14 @@ def test_every_reject_reason_reaches_rejects_jsonl(tmp_path: Path) -> None:
         _chat("Tell me everything.", long_answer),  # too_long
         {"messages": [{"role": "user", "content": "Feed the fish"}, call, {"role": "tool", "content": "fed"},
                       {"role": "assistant", "content": "Fed them."}]},  # render_error: Mistral has no tool role
+        {"messages": [{"role": "user", "content": "Any fish?"},
+                      {"role": "assistant", "content": "Not trained.", "loss_weight": 0}]},  # nothing_to_train
     ])
-    cfg = PrepConfig(inputs=[str(FIX / "bad_rows.jsonl"), str(extra)], out=str(tmp_path / "out"), min_chars=5,
+    pairs = _write_jsonl(tmp_path / "pairs.jsonl", [
+        {"prompt": "Best fish?", "chosen": "A guppy.", "rejected": "A rock."},  # wrong_stage (a pair under sft)
+        {"prompt": "Best food?", "chosen": "Flakes.", "rejected": "Flakes."},  # same_chosen_rejected
+    ])
+    cfg = PrepConfig(inputs=[str(FIX / "bad_rows.jsonl"), str(extra), str(pairs)], out=str(tmp_path / "out"), min_chars=5,
                      quality_threshold=0.5, balance_cap=2, max_length=64, overlong="drop")
     stats = prepare(cfg, tokenizer=make_tokenizer("mistral"))
     assert set(stats["rejects_by_reason"]) == set(REASONS)
@@ -169,7 +175,8 @@ def test_llamafactory_datasets(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "name,words",
-    [("pairs", "preference dataset"), ("kto", "not supported yet"), ("hub_only", "no file_name"),
+    [("pairs", "no rows kept out of 2 .*wrong_stage 1.*use --stage dpo"),
+     ("kto", "no rows kept out of 2 .*missing_field 2.*--columns"), ("hub_only", "no file_name"),
      ("nope", "not registered")],
 )
 def test_llamafactory_errors(tmp_path: Path, name: str, words: str) -> None:
@@ -201,7 +208,6 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
         ("empty.jsonl", "empty.jsonl:1: file is empty"),
         ("garbage.jsonl", "garbage.jsonl:1: no line of the file is valid JSON"),
         ("unknown_format.jsonl", "unknown_format.jsonl:1: cannot tell the format"),
-        ("preference.jsonl", "preference.jsonl:1: preference/KTO data"),
         ("missing.jsonl", "missing.jsonl: file not found"),
     ],
 )
@@ -223,7 +229,7 @@ def test_cli_bad_settings_and_tokenizer_exit_2(tmp_path: Path) -> None:
     assert r.returncode == 2 and r.stderr.strip() == "error: --workers must be at least 1, got 0"
     r = _cli("--dataset-info", str(FIX / "llamafactory" / "dataset_info.json"), "--dataset", "pairs",
              "--out", str(tmp_path / "o"))
-    assert r.returncode == 2 and "not supported yet" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert r.returncode == 2 and "use --stage dpo" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
 def test_cli_success_prints_summary(tmp_path: Path) -> None:

@@ -31,8 +31,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.parametrize("preset", sorted(p.name for p in CONFIGS_DIR.glob("*.yaml")))
 def test_every_preset_loads_and_names_only_sftconfig_fields(preset):
+    from train.stages import config_class
+
     cfg = load_config(CONFIGS_DIR / preset)
-    validate_sft_keys(cfg.sft, preset)
+    validate_sft_keys(cfg.sft, preset, config_class(cfg.run.stage))  # SFTConfig, or DPOConfig for stage dpo
     assert cfg.lora.method in ("lora", "qlora")
     assert cfg.model.max_seq_length > 0
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from models.loading import check_weights
 from train.config import LoraConfig, ModelConfig, lora_targets
 
 BACKENDS = ("auto", "unsloth", "hf")
@@ -122,18 +123,39 @@ def load_trainable(
     """
     dtype_name = precision if model_cfg.dtype == "auto" else model_cfg.dtype
     four_bit = lora.method == "qlora"
+    safe_kw = safetensors_only(source, model_cfg.allow_pickle)  # before either backend reads a weight
     if info.name == "unsloth":
         from unsloth import FastLanguageModel
 
         load_kw = unsloth_load_kwargs(source, model_cfg, dtype_name, four_bit)
-        model, theirs = FastLanguageModel.from_pretrained(**load_kw)
+        # Unsloth reads use_safetensors from **kwargs and hands it on to transformers' from_pretrained
+        model, theirs = FastLanguageModel.from_pretrained(**load_kw, **safe_kw)
         tokenizer, notes = reconcile_tokenizer(tokenizer, theirs)
         for note in notes:
             print(f"unsloth: {note}", file=sys.stderr)
         model.config.pad_token_id = tokenizer.pad_token_id
         peft_kw = unsloth_peft_kwargs(lora, gradient_checkpointing, seed, work_dir)
         return FastLanguageModel.get_peft_model(model, **peft_kw), tokenizer
-    return _load_hf(source, model_cfg, lora, dtype_name, four_bit, gradient_checkpointing, tokenizer)
+    return _load_hf(source, model_cfg, lora, dtype_name, four_bit, gradient_checkpointing, tokenizer, safe_kw)
+
+
+def safetensors_only(source: str, allow_pickle: bool) -> dict[str, Any]:
+    """Refuse a local model folder whose weights exist only as pickle files (unpickling can run any code)
+    unless ``allow_pickle``; return the ``from_pretrained`` keyword that also keeps a Hub repo's ``.bin``
+    files from being fetched and unpickled. Raises :class:`models.loading.UnsafeWeightsError`."""
+    if Path(source).is_dir():
+        check_weights(Path(source), allow_pickle=allow_pickle)
+    return {} if allow_pickle else {"use_safetensors": True}
+
+
+def patch_preference_trainers(info: BackendInfo) -> None:
+    """On the Unsloth path, its patched preference trainers (``PatchDPOTrainer``, as Unsloth documents for DPO,
+    ORPO and KTO) before TRL's trainer classes are used; nothing on the hf path."""
+    if info.name != "unsloth":
+        return
+    from unsloth import PatchDPOTrainer
+
+    PatchDPOTrainer()
 
 
 def unsloth_load_kwargs(source: str, model_cfg: ModelConfig, dtype_name: str, four_bit: bool) -> dict[str, Any]:
@@ -197,12 +219,13 @@ def _load_hf(
     four_bit: bool,
     gradient_checkpointing: bool,
     tokenizer: Any,
+    safe_kw: dict[str, Any],
 ) -> tuple[Any, Any]:
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM
 
-    kwargs: dict[str, Any] = {"dtype": _torch_dtype(dtype_name)}
+    kwargs: dict[str, Any] = {"dtype": _torch_dtype(dtype_name), **safe_kw}
     if model_cfg.attn_implementation:
         kwargs["attn_implementation"] = model_cfg.attn_implementation
     if four_bit:

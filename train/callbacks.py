@@ -10,7 +10,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from train.metrics import Counters
+from train.metrics import COUNTERS_FILE, Counters
 
 
 class GracefulInterrupt(TrainerCallback):
@@ -47,7 +47,8 @@ class GracefulInterrupt(TrainerCallback):
 
 
 class CountersCheckpoint(TrainerCallback):
-    """Keeps :class:`Counters` in every checkpoint folder; times training steps only (not evals or saves)."""
+    """Times training steps only (not evals or saves) into :class:`Counters`, which our trainers' ``save_model``
+    (``RecipeTrainer``, the preference stages') writes into every checkpoint folder."""
 
     def __init__(self, counters: Counters) -> None:
         self.counters = counters
@@ -62,7 +63,8 @@ class CountersCheckpoint(TrainerCallback):
             self._t0 = None
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if state.is_world_process_zero:
-            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            if folder.is_dir():
-                self.counters.save(folder)
+        """Fallback for a trainer whose ``save_model`` does not write the counters (they would come after
+        trainer_state.json here, so a kill in between restarts them at 0)."""
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if state.is_world_process_zero and folder.is_dir() and not (folder / COUNTERS_FILE).is_file():
+            self.counters.save(folder)

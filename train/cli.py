@@ -5,7 +5,8 @@
 OVERRIDES are dotted paths with a value: ``--lora.r 8``, ``--sft.warmup_steps=0.1``, ``run.samples=2``;
 short forms: ``--lr``, ``--epochs``, ``--max-steps``, ``--batch-size``, ``--grad-accum``, ``--seed``,
 ``--model``,
-``--seq``, ``--data``, ``--system-prompt``, ``--backend``, ``--run-dir``, ``--method``.
+``--seq``, ``--data``, ``--system-prompt``, ``--backend``, ``--run-dir``, ``--method``. ``--allow-pickle``
+(``model.allow_pickle``) also loads pickle weights, refused by default since unpickling can run code.
 
 Bad input ends with one line on stderr and exit code 2; no traceback. The backend is chosen and activated
 (Unsloth imported first) before the trainer module, and with it transformers, is imported.
@@ -67,6 +68,11 @@ def parse(argv: list[str] | None, *, scenario: str, default_preset: str, doc: st
         "--resume", action="store_true", help="continue from the latest checkpoint of the run"
     )
     parser.add_argument("--plan-only", action="store_true", help="print the hardware plan and exit")
+    parser.add_argument(
+        "--allow-pickle", action="store_true",
+        help="also load pickle weights (pytorch_model.bin, *.pt), which can run code: trusted files only "
+        "(= --model.allow_pickle true)",
+    )
     args, rest = parser.parse_known_args(argv)
     try:  # a bad preset or override ends with one line, exit code 2
         if args.config:
@@ -81,6 +87,7 @@ def parse(argv: list[str] | None, *, scenario: str, default_preset: str, doc: st
             cfg.run.scenario = scenario
         before = cfg.model.name
         apply_overrides(cfg, rest)
+        cfg.model.allow_pickle = cfg.model.allow_pickle or args.allow_pickle
         explicit = any(t.split("=")[0].lstrip("-") in ("model", "model.name") for t in rest) or (
             bool(args.config) and before == cfg.model.name
         )
@@ -108,13 +115,17 @@ def start_backend(cli: CliArgs) -> BackendInfo:
 def one_line_errors() -> Iterator[None]:
     """Bad input (config, data, a plan that cannot fit) ends with one line and exit code 2; Ctrl-C with 130."""
     from data_prep.io import DataPrepError
+    from models.loading import UnsafeWeightsError
     from train.data import TrainDataError
     from train.recipe import PlanError
     from train.sft_trainer import AllMaskedBatchError
 
     try:
         yield
-    except (ConfigError, TrainDataError, DataPrepError, PlanError, AllMaskedBatchError, FileNotFoundError) as e:
+    except (
+        ConfigError, TrainDataError, DataPrepError, PlanError, AllMaskedBatchError, FileNotFoundError,
+        UnsafeWeightsError,
+    ) as e:
         fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
     except KeyboardInterrupt:
         fail("interrupted", EXIT_INTERRUPTED)
@@ -138,6 +149,13 @@ def report(result: RunResult, console: Console | None = None) -> int:
     if final is not None:
         change = f" (base model: {base:.4f}, {100 * (final - base) / base:+.1f}%)" if base else ""
         console.print(f"held-out loss: {final:.4f}{change}")
+    pref = (m.get("preference") or {}).get("eval") or {}
+    if "rewards/margins" in pref:  # dpo / orpo / kto: the held-out pairs as the reward scores them
+        acc = f"accuracy {pref['rewards/accuracies']:.2f}, " if "rewards/accuracies" in pref else ""
+        console.print(f"held-out rewards ({m['stage']}): {acc}margin {pref['rewards/margins']:.3f}")
+    if m.get("persona"):
+        p = m["persona"]
+        console.print(f"persona check ({p['n']} prompts): start adapter {p['start']:.0%} -> {p['final']:.0%} in character")
     console.print(
         f"{m['steps']} steps, {m['trained_tokens']} tokens ({m['supervised_tokens']} supervised) in "
         f"{m['train_time_s']} s of training steps: {m['tokens_per_s']} tokens/s, "

@@ -39,6 +39,10 @@ class ModelConfig:
     max_seq_length: int = 1024
     dtype: str = "auto"  # auto | float32 | bfloat16 | float16 (auto: from the hardware plan)
     attn_implementation: str | None = None  # None: sdpa (CPU) / backend default
+    # A LoRA adapter folder to train further (preference stages start from the SFT adapter); a "*" in it picks
+    # the newest matching folder. None: a fresh adapter.
+    init_adapter: str | None = None
+    allow_pickle: bool = False  # also load pickle weights (pytorch_model.bin, *.pt), which can run code
 
 
 @dataclass
@@ -81,6 +85,11 @@ class RunConfig:
     base_eval: bool = True  # held-out loss of the base model before training
     force: bool = False  # start even if the hardware plan says it does not fit
     threads: int | None = None  # torch threads on CPU; None = leave as is
+    stage: str = "sft"  # sft | pt (continued pretraining on text) | dpo | orpo | kto (train/stages.py)
+    character: str | None = None  # a character card: persona check of the start and final adapter (dpo/orpo/kto)
+    persona_samples: int = 16  # prompts the persona check generates replies to
+    persona_prompts: str | None = None  # JSONL of {"messages": [..., user]} to check on; None: held-out prompts
+    persona_max_new_tokens: int = 96  # room to break max_reply_chars; more: slower check
 
 
 @dataclass
@@ -112,6 +121,8 @@ ALIASES: dict[str, str] = {
     "backend": "run.backend",
     "run-dir": "run.run_dir",
     "method": "lora.method",
+    "stage": "run.stage",
+    "init-adapter": "model.init_adapter",
 }
 
 
@@ -296,11 +307,13 @@ def flag_path(key: str) -> str:
     return TRAINER_FLAGS.get(name, f"sft.{name}")
 
 
-def validate_sft_keys(sft: dict[str, Any], origin: str = "sft") -> None:
-    """Every key of the ``sft`` mapping must be an SFTConfig field (imports TRL: call after the backend)."""
-    from trl import SFTConfig
+def validate_sft_keys(sft: dict[str, Any], origin: str = "sft", config_class: type | None = None) -> None:
+    """Every key of the ``sft`` mapping must be a field of ``config_class`` (the stage's TRL config; default
+    SFTConfig). Imports TRL: call after the backend."""
+    if config_class is None:
+        from trl import SFTConfig as config_class
 
-    names = {f.name for f in dataclasses.fields(SFTConfig)}
+    names = {f.name for f in dataclasses.fields(config_class)}
     unknown = sorted(k for k in sft if k not in names)
     if unknown:
         import difflib
@@ -313,7 +326,7 @@ def validate_sft_keys(sft: dict[str, Any], origin: str = "sft") -> None:
             if close and close[0] not in names:  # one of our fields, spelled with "_" or without its section
                 close = [next(o for o in ours if close[0] in (o, o.replace(".", "_")))]
             hints.append(f"'{k}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
-        raise ConfigError(f"{origin}: unknown SFTConfig field {', '.join(hints)}")
+        raise ConfigError(f"{origin}: unknown {config_class.__name__} field {', '.join(hints)}")
 
 
 def save_config(cfg: TrainConfig, path: str | Path) -> None:

@@ -27,7 +27,7 @@ from rich.console import Console
 from fileio.atomic import write_text_atomic
 from models import registry
 from models.generate import sampling_for
-from models.loading import load_tokenizer
+from models.loading import check_weights, load_tokenizer
 from train import planner
 from train.backend import BackendInfo, bnb_available, load_trainable
 from train.callbacks import CountersCheckpoint, GracefulInterrupt
@@ -36,11 +36,19 @@ from train.cpu_speed import FrozenWeightsDtype, attention_for
 from train.data import TokenStats, check_trainable, prepare_data, read_jsonl, tokenize_rows
 from train.metrics import Counters, run_metrics, write_metrics
 from train.model_choice import params_billions, pick_model
-from train.plots import plot_loss
+from train.plots import plot_loss, plot_preference
 from train.run_dir import latest_checkpoint, resolve_run_dir, save_adapter
 from train.samples import sample_generations
-from train.sft_args import build_sft_config, choose_batching, effective_batching
+from train.sft_args import build_sft_config, choose_batching, effective_batching, trainer_fields
 from train.sft_trainer import RecipeTrainer
+from train.stage_run import (
+    build_preference_trainer,
+    load_stage_data,
+    persona_final,
+    persona_start,
+    stage_metrics,
+)
+from train.stages import build_preference_config, check_stage, config_class, is_preference
 
 
 class PlanError(RuntimeError):
@@ -108,7 +116,12 @@ def plan_run(
     main_proc = int(os.environ.get("RANK", "0")) == 0
     if cfg.run.threads and not info.cuda:
         torch.set_num_threads(cfg.run.threads)
-    validate_sft_keys(cfg.sft)
+    check_stage(cfg.run.stage)
+    validate_sft_keys(cfg.sft, config_class=config_class(cfg.run.stage))  # the stage's TRL config fields
+    if cfg.model.init_adapter:  # the resolved folder goes into config.yaml, so a repeat trains the same start
+        from train.init_adapter import resolve
+
+        cfg.model.init_adapter = str(resolve(cfg.model.init_adapter, Path(__file__).resolve().parents[1]))
     model_name = pick_model(cfg, cuda=info.cuda, explicit=explicit_model, console=console)
     cfg.model.name = model_name
     source = registry.resolve_source(model_name)
@@ -138,6 +151,8 @@ def open_run_dir(session: RunSession, *, resume: bool = False) -> Path:
     session.cfg.run.run_dir = str(session.run_dir)
     ckpt_dir = session.run_dir / "checkpoints"
     session.last_ckpt = latest_checkpoint(ckpt_dir) if resume else None
+    if session.last_ckpt is not None:  # the Trainer loads its adapter weights on resume
+        check_weights(Path(session.last_ckpt), allow_pickle=session.cfg.model.allow_pickle)
     if resume and session.last_ckpt is None:
         session.console.print(f"[yellow]--resume: no checkpoint in {ckpt_dir}; starting from step 0[/yellow]")
     if session.main_proc:
@@ -159,6 +174,8 @@ def load_data(session: RunSession) -> PreparedData:
     tokenizer = load_tokenizer(session.model_name)
     train_rows = read_jsonl(data_dir / "train.jsonl")
     test_rows = read_jsonl(data_dir / "test.jsonl") if (data_dir / "test.jsonl").is_file() else []
+    if cfg.run.stage != "sft":  # pt: packed text; dpo/orpo/kto: TRL's preference rows
+        return PreparedData(data_dir, tokenizer, *load_stage_data(session, data_dir, tokenizer, train_rows, test_rows))
     train_ds, train_stats = tokenize_rows(train_rows, tokenizer, seq_len)
     check_trainable(train_stats, str(data_dir / "train.jsonl"))
     eval_rows = test_rows[: cfg.data.max_eval_examples] if cfg.data.max_eval_examples else test_rows
@@ -182,15 +199,16 @@ def build_trainer(session: RunSession, data: PreparedData) -> BuiltTrainer:
     cfg, plan = session.cfg, session.plan
     seed = int(cfg.sft.get("seed", 42))
     torch.manual_seed(seed)
-    batching = choose_batching(cfg, plan.batch_size)
+    # Preference trainers pad (they concatenate chosen and rejected); the CPU attention lever is for flat rows.
+    batching = "padded" if is_preference(cfg.run.stage) else choose_batching(cfg, plan.batch_size)
     attention = attention_for(plan.attention, batching, cfg.model.attn_implementation)
-    model, data.tokenizer = load_trainable(
-        session.info, session.source, dataclasses.replace(cfg.model, attn_implementation=attention), cfg.lora,
-        precision="fp32" if plan.use_cpu else plan.precision,  # CPU: fp32 load, frozen weights cast by `frozen`
-        gradient_checkpointing=plan.gradient_checkpointing, seed=seed, tokenizer=data.tokenizer,
-        work_dir=session.run_dir,
-    )
-    args = build_sft_config(cfg, plan, session.run_dir, batching, data.eval_ds is not None, _steps_hint(cfg, plan, data))
+    model = _trainable_model(session, data, attention, seed)
+    steps_hint = _steps_hint(cfg, plan, data)
+    if is_preference(cfg.run.stage):  # DPOConfig / ORPOConfig / KTOConfig from the same defaults and plan
+        fields = trainer_fields(cfg, plan, session.run_dir, batching, data.eval_ds is not None, steps_hint)
+        args = build_preference_config(cfg.run.stage, fields, cfg.sft, plan.seq_len)
+    else:
+        args = build_sft_config(cfg, plan, session.run_dir, batching, data.eval_ds is not None, steps_hint)
     counters = Counters.load(Path(session.last_ckpt)) if session.last_ckpt else Counters()
     interrupt = GracefulInterrupt()
     callbacks = _callbacks(session, data, interrupt, counters)
@@ -200,6 +218,13 @@ def build_trainer(session: RunSession, data: PreparedData) -> BuiltTrainer:
         from train.optim import loraplus_optimizer
 
         optimizers = (loraplus_optimizer(model, args, cfg.lora.loraplus_lr_ratio), None)
+    if is_preference(cfg.run.stage):
+        trainer = build_preference_trainer(
+            session, data, model, args, callbacks + ([frozen] if frozen else []), optimizers, counters
+        )
+        ran = {"batching": "padded", "padding_free": False, "packing": False,
+               "max_length": trainer.args.max_length, "head_loss": "trl"}
+        return BuiltTrainer(trainer, counters, interrupt, batching, ran, frozen)
     trainer = RecipeTrainer(
         model=model, args=args, train_dataset=data.train_ds, eval_dataset=data.eval_ds,
         processing_class=data.tokenizer, callbacks=callbacks + ([frozen] if frozen else []),
@@ -212,6 +237,27 @@ def build_trainer(session: RunSession, data: PreparedData) -> BuiltTrainer:
             f"(padding_free={ran['padding_free']}, packing={ran['packing']}, max_length={ran['max_length']})[/yellow]"
         )
     return BuiltTrainer(trainer, counters, interrupt, batching, ran, frozen)
+
+
+def _trainable_model(session: RunSession, data: PreparedData, attention: str | None, seed: int) -> Any:
+    """The PEFT model on the chosen backend: a fresh LoRA, or (``model.init_adapter``) one shaped like the saved
+    adapter with its weights loaded, so training continues that adapter."""
+    from train import init_adapter
+
+    cfg, plan = session.cfg, session.plan
+    start = Path(cfg.model.init_adapter) if cfg.model.init_adapter else None
+    lora = init_adapter.lora_like(cfg.lora, start) if start else cfg.lora
+    model, data.tokenizer = load_trainable(
+        session.info, session.source, dataclasses.replace(cfg.model, attn_implementation=attention), lora,
+        precision="fp32" if plan.use_cpu else plan.precision,  # CPU: fp32 load, frozen weights cast by `frozen`
+        gradient_checkpointing=plan.gradient_checkpointing, seed=seed, tokenizer=data.tokenizer,
+        work_dir=session.run_dir,
+    )
+    if start is not None:
+        n = init_adapter.load_weights(model, start)
+        if session.main_proc:
+            session.console.print(f"start adapter: {start} ({n} tensors, r={lora.r}, alpha={lora.alpha})")
+    return model
 
 
 def _steps_hint(cfg: TrainConfig, plan: planner.Plan, data: PreparedData) -> int:
@@ -244,7 +290,8 @@ def _callbacks(session: RunSession, data: PreparedData, interrupt: GracefulInter
 def train_and_save(session: RunSession, data: PreparedData, built: BuiltTrainer) -> RunResult:
     """Measure the base model's held-out loss, train (resuming when asked), then save the adapter with its
     tokenizer and chat template, ``metrics.json``, ``loss.png`` and before/after sample replies."""
-    base_eval_loss = _base_eval_loss(session, data, built)
+    base_eval_loss = None if is_preference(session.cfg.run.stage) else _base_eval_loss(session, data, built)
+    start_persona = persona_start(session, data, built)  # the start adapter's persona score (dpo/orpo/kto)
     wall0 = time.perf_counter()
     out = built.trainer.train(resume_from_checkpoint=session.last_ckpt)
     wall = time.perf_counter() - wall0
@@ -266,12 +313,16 @@ def train_and_save(session: RunSession, data: PreparedData, built: BuiltTrainer)
         session, data, built, train_loss=float(out.training_loss), train_call_s=wall, tokens=tokens,
         supervised=supervised, final_eval=final_eval, base_eval_loss=base_eval_loss,
     )
+    metrics.update(stage_metrics(session, built, final_eval, start_persona, persona_final(session, data, built)))
     write_metrics(session.run_dir / "metrics.json", metrics)
     history = built.trainer.state.log_history
     plot_loss(
         history + ([{"step": built.trainer.state.global_step, **final_eval}] if final_eval else []),
         session.run_dir / "loss.png", base_eval_loss=base_eval_loss, title=f"{session.cfg.run.scenario}: {session.model_name}",
+        ylabel=f"{session.cfg.run.stage} loss" if is_preference(session.cfg.run.stage) else None,
     )
+    if is_preference(session.cfg.run.stage):
+        plot_preference(history, session.run_dir / "preference.png", title=f"{session.cfg.run.scenario}: rewards")
     samples = _samples(session, data, built)
     return RunResult(run_dir=session.run_dir, adapter_dir=adapter_dir, metrics=metrics, samples=samples)
 

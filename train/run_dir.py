@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import datetime
 from pathlib import Path
@@ -12,14 +13,31 @@ from train.config import ConfigError, TrainConfig
 
 
 def latest_checkpoint(ckpt_dir: Path) -> str | None:
-    """The newest *complete* checkpoint: a kill during a save leaves a folder without trainer_state.json."""
+    """The newest *complete* checkpoint (see :func:`checkpoint_complete`); None when there is none."""
     if not ckpt_dir.is_dir():
         return None
     found = []
     for d in ckpt_dir.glob("checkpoint-*"):
-        if d.name.split("-")[-1].isdigit() and (d / "trainer_state.json").is_file():
-            found.append((int(d.name.split("-")[-1]), d))
+        step = d.name.split("-")[-1]
+        if step.isdigit() and checkpoint_complete(d, int(step)):
+            found.append((int(step), d))
     return str(max(found)[1]) if found else None
+
+
+def checkpoint_complete(folder: Path, step: int) -> bool:
+    """The Trainer writes trainer_state.json last (after weights, optimizer, scheduler and RNG state), but
+    not atomically: a SIGKILL during a save leaves it missing or cut off, and one while an old checkpoint is
+    being deleted (save_total_limit) can leave its state file without the files it points to."""
+    try:
+        state = json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if not isinstance(state, dict) or state.get("global_step") != step:
+        return False
+    names = {p.name for p in folder.iterdir()}
+    weights = any(n.startswith(("adapter_model.", "model.", "pytorch_model.")) for n in names)
+    rng = any(n.startswith("rng_state") for n in names)
+    return weights and rng and {"optimizer.pt", "scheduler.pt"} <= names
 
 
 def _distributed() -> bool:
@@ -55,8 +73,11 @@ def resolve_run_dir(cfg: TrainConfig, resume: bool) -> Path:
 
 def save_adapter(model: Any, tokenizer: Any, adapter_dir: Path) -> Path:
     """Adapter + tokenizer + chat template into ``adapter_dir``, which appears whole or not at all."""
+    # Only the trained adapter: DPO/KTO keep a frozen copy of the start adapter as "ref" (their reference).
+    adapters = list(getattr(model, "peft_config", None) or [])
+    only = {"selected_adapters": ["default"]} if len(adapters) > 1 and "default" in adapters else {}
     with atomic_dir(adapter_dir) as tmp:
-        model.save_pretrained(str(tmp))
+        model.save_pretrained(str(tmp), **only)
         tokenizer.save_pretrained(str(tmp))
         if tokenizer.chat_template and not (tmp / "chat_template.jinja").is_file():
             (tmp / "chat_template.jinja").write_text(tokenizer.chat_template, encoding="utf-8")

@@ -33,6 +33,16 @@ def build_sft_config(
     cfg: TrainConfig, plan: planner.Plan, run_dir: Path, batching: str, has_eval: bool, steps_hint: int
 ) -> SFTConfig:
     """Our defaults, overridden by the plan's decisions, overridden by every explicit ``sft`` key."""
+    merged = {**trainer_fields(cfg, plan, run_dir, batching, has_eval, steps_hint), **cfg.sft}
+    if merged.get("padding_free") and not merged.get("packing"):
+        merged["max_length"] = None  # TRL enforces no max_length in padding-free mode; data_prep truncated
+    return SFTConfig(**merged)
+
+
+def trainer_fields(
+    cfg: TrainConfig, plan: planner.Plan, run_dir: Path, batching: str, has_eval: bool, steps_hint: int
+) -> dict[str, Any]:
+    """Our defaults overridden by the plan's decisions (the trainer config of every stage starts here)."""
     eval_every = max(1, steps_hint // 5)
     base: dict[str, Any] = {
         "output_dir": str(run_dir / "checkpoints"),
@@ -61,10 +71,7 @@ def build_sft_config(
         base["packing_strategy"] = "bfd"
     if cfg.run.early_stopping_patience:
         base.update(load_best_model_at_end=True, metric_for_best_model="eval_loss", greater_is_better=False)
-    merged = {**base, **cfg.sft}
-    if merged.get("padding_free") and not merged.get("packing"):
-        merged["max_length"] = None  # TRL enforces no max_length in padding-free mode; data_prep truncated
-    return SFTConfig(**merged)
+    return base
 
 
 def effective_batching(args: Any) -> dict[str, Any]:

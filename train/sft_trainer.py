@@ -7,6 +7,7 @@ Import it only after :func:`train.backend.activate` (it imports TRL).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from trl import SFTTrainer
@@ -52,6 +53,14 @@ class RecipeTrainer(SFTTrainer):
         return super().compute_loss(
             model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
         )
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Weights, then (in a checkpoint) the counters: both land before trainer_state.json, the Trainer's
+        last write, so a checkpoint that resume takes as complete always has them. ``on_save`` would come
+        after it: a SIGKILL in between left a complete-looking checkpoint whose counters restarted at 0."""
+        super().save_model(output_dir, _internal_call)
+        if _internal_call and output_dir and self.is_world_process_zero():
+            self.counters.save(Path(output_dir))
 
 
 def _fused_head(model: Any, loss_type: str) -> str:
