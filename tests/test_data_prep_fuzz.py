@@ -450,6 +450,19 @@ FUZZ = {"derandomize": True, "database": None, "deadline": None, "print_blob": T
 _SMOL: list[Any] = []
 
 
+def fuzz_cases(examples: int, case: Callable[[Any, Path], object]) -> None:
+    """``case(data, folder)`` on ``examples`` hypothesis draws, each in a fresh temporary folder."""
+
+    @settings(max_examples=examples, **FUZZ)
+    @given(st.data())
+    def run(data: Any) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            case(data, Path(tmp))
+
+    run()
+
+
+
 def smol() -> Any:
     """SmolLM2's real tokenizer, built once for the module (hypothesis runs many cases per test)."""
     if not _SMOL:
@@ -464,45 +477,21 @@ def test_every_format_has_a_generator() -> None:
 
 @pytest.mark.parametrize("fmt", FORMAT_CHOICES)
 def test_fuzz_format(fmt: str) -> None:
-    @settings(max_examples=6, **FUZZ)
-    @given(st.data())
-    def run(data: Any) -> None:
-        with tempfile.TemporaryDirectory() as tmp:
-            fuzz_one(data, fmt, Path(tmp))
-
-    run()
+    fuzz_cases(6, lambda data, tmp: fuzz_one(data, fmt, tmp))
 
 
 @pytest.mark.parametrize("name", sorted(LF_ENTRIES))
 def test_fuzz_llamafactory_entry(name: str) -> None:
-    @settings(max_examples=3, **FUZZ)
-    @given(st.data())
-    def run(data: Any) -> None:
-        with tempfile.TemporaryDirectory() as tmp:
-            fuzz_lf(data, name, Path(tmp))
-
-    run()
+    fuzz_cases(3, lambda data, tmp: fuzz_lf(data, name, tmp))
 
 
 @pytest.mark.parametrize("fmt", ["auto", "sharegpt", "preference"])
 def test_fuzz_with_smollm2_tokenizer(fmt: str) -> None:
-    @settings(max_examples=4, **FUZZ)
-    @given(st.data())
-    def run(data: Any) -> None:
-        with tempfile.TemporaryDirectory() as tmp:
-            fuzz_one(data, fmt, Path(tmp), tokenizer=smol())
-
-    run()
+    fuzz_cases(4, lambda data, tmp: fuzz_one(data, fmt, tmp, tokenizer=smol()))
 
 
 def test_fuzz_one_worker_and_two_write_the_same() -> None:
-    @settings(max_examples=3, **FUZZ)
-    @given(st.data())
-    def run(data: Any) -> None:
-        with tempfile.TemporaryDirectory() as tmp:
-            fuzz_one(data, "openai", Path(tmp), tokenizer=smol(), workers2=True)
-
-    run()
+    fuzz_cases(3, lambda data, tmp: fuzz_one(data, "openai", tmp, tokenizer=smol(), workers2=True))
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -561,13 +550,7 @@ def test_fuzz_many_cases(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     per_format, per_lf, per_tok = int(os.environ.get("FUZZ_PER_FORMAT", 180)), 100, 60
 
     def each(n: int, fn: Callable[[Any, Path], str]) -> None:
-        @settings(max_examples=n, **FUZZ)
-        @given(st.data())
-        def run(data: Any) -> None:
-            with tempfile.TemporaryDirectory() as tmp:
-                _tallied(tally, lambda: fn(data, Path(tmp)))
-
-        run()
+        fuzz_cases(n, lambda data, tmp: _tallied(tally, lambda: fn(data, tmp)))
 
     for fmt in FORMAT_CHOICES:
         each(per_format, lambda d, t, f=fmt: fuzz_one(d, f, t))

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from test_train_run import QA, SYSTEM  # the same airship-pilot rows as the other run tests
 
 from models.loading import UnsafeWeightsError
 from train.run_dir import latest_checkpoint
@@ -31,15 +32,6 @@ KILLS = 5
 # Same seed, one thread, same CPU kernels: the resumed run repeats every float of the uninterrupted one (the
 # measured difference is 0.0); the slack only absorbs kernel reordering on other CPUs.
 ATOL = 1e-6
-QA = [
-    ("Where are we headed?", "North, past the cloud reefs!"),
-    ("Is the storm dangerous?", "Only if you forget to tie down."),
-    ("What do you eat?", "Hardtack and pickled fish."),
-    ("Can I steer?", "Hands at ten and two."),
-    ("Tell me about the crew.", "Three rascals and a parrot."),
-    ("How old is the ship?", "Older than my boots."),
-]
-SYSTEM = "You are Mira, a cheerful airship pilot who answers in short, salty sentences."
 
 
 def _rows(path: Path, n: int = 12) -> Path:

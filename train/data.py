@@ -8,7 +8,6 @@ and counts tokens so the run can report the trained-token share.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,10 +141,7 @@ def prepare_data(
     for key in ("question_field", "answer_field", "dataset_info", "dataset"):
         if getattr(d, key) is not None:
             kwargs[key] = locate(getattr(d, key)) if key == "dataset_info" else getattr(d, key)
-    if "stage" in {f.name for f in dataclasses.fields(PrepConfig)}:  # rows by stage: chats, text, preference
-        kwargs["stage"] = cfg.run.stage
-    elif cfg.run.stage != "sft":
-        raise ConfigError(f"run.stage {cfg.run.stage}: this data_prep prepares chat rows only (no --stage)")
+    kwargs["stage"] = cfg.run.stage  # rows by stage: chats, text, preference pairs
     stats = prepare(PrepConfig(**kwargs))
     if console is not None:
         from data_prep.stats import print_summary

@@ -20,9 +20,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from data_prep.formats import STAGES  # one list of stages for data_prep and training
 from train.config import ConfigError
 
-STAGES = ("sft", "pt", "dpo", "orpo", "kto")
 PREFERENCE_STAGES = ("dpo", "orpo", "kto")
 PAIRED_STAGES = ("dpo", "orpo")  # rows with chosen and rejected; kto takes unpaired rows (and unpairs pairs)
 
