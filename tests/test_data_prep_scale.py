@@ -31,10 +31,10 @@ def _run(src: Path, out: Path) -> dict[str, float]:
             "rss_mb": run.rss_mb, "wall_s": run.wall_s}
 
 
-@pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="peak RSS grows with rows (measured: 232 MB at 100k, 568 MB at 1M without a "
-                   "tokenizer; rows/s 13174 vs 12283): pass one keeps per-row state in memory; not fixed yet")
-def test_one_million_rows_flat_memory_steady_speed(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def scale_figures(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, float], dict[str, float]]:
+    """One 100k-row and one 1M-row run (about 2 minutes); both tests below read the same figures."""
+    tmp_path = tmp_path_factory.mktemp("scale")
     small, large = (int(n) for n in os.environ.get("SCALE_ROWS", "100000,1000000").split(","))
     figures = {}
     for n in (small, large):
@@ -46,5 +46,20 @@ def test_one_million_rows_flat_memory_steady_speed(tmp_path: Path) -> None:
             (tmp_path / f"out_{n}" / name).unlink()
         assert figures[n]["rows"] == n and figures[n]["kept"] == n
     print(f"\nscale figures: {json.dumps(figures)}")
-    assert figures[large]["rss_mb"] <= 1.3 * figures[small]["rss_mb"], figures
-    assert figures[large]["rows_per_s"] >= 0.8 * figures[small]["rows_per_s"], figures
+    return figures[small], figures[large]
+
+
+@pytest.mark.slow
+def test_one_million_rows_steady_speed(scale_figures: tuple[dict[str, float], dict[str, float]]) -> None:
+    small, large = scale_figures
+    assert large["rows_per_s"] >= 0.8 * small["rows_per_s"], scale_figures
+
+
+@pytest.mark.slow
+# Not strict: one clean-clone CI run passed this bound while three runs here measured 2.45x; the dedup tables
+# (two dicts of Python ints, about 330 bytes per unique row) are what grows. Compact them to make this strict.
+@pytest.mark.xfail(strict=False, reason="peak RSS grows with rows (measured: 231 MB at 100k, 566 MB at 1M without "
+                   "a tokenizer): data_prep.clean.Deduper keeps two int->int dicts per unique row; not fixed yet")
+def test_one_million_rows_flat_memory(scale_figures: tuple[dict[str, float], dict[str, float]]) -> None:
+    small, large = scale_figures
+    assert large["rss_mb"] <= 1.3 * small["rss_mb"], scale_figures
