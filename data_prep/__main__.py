@@ -11,6 +11,7 @@ import sys
 from data_prep.formats import FORMAT_CHOICES, STAGE_KINDS
 from data_prep.pipeline import OVERLONG, DataPrepError, PrepConfig, prepare
 from data_prep.stats import print_summary
+from fileio.atomic import write_error
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
         stats = prepare(cfg)
     except DataPrepError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a full disk or an unwritable --out: one line, and the old outputs stand
+        print(f"error: {write_error(e, args.out)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted; no output was replaced", file=sys.stderr)

@@ -41,7 +41,7 @@ from data_prep.split import Splitter
 from data_prep.stats import Stats, plot_lengths
 from data_prep.validate import RowError
 from data_prep.work import STAGE_HINTS, Outcome, RowSettings, Workers, cpu_seconds, gc_frozen, usable_cpus
-from fileio.atomic import write_json_atomic
+from fileio.atomic import AtomicFile, commit_all, sweep_stale
 
 __all__ = ["DataPrepError", "PrepConfig", "prepare"]
 
@@ -256,7 +256,8 @@ def prepare(cfg: PrepConfig, tokenizer: Any = None) -> dict[str, Any]:
 
     stats = Stats()
     splitter = Splitter(cfg.seed, cfg.test_size)
-    fd, kept_path = tempfile.mkstemp(prefix=".kept.", suffix=".tmp", dir=out)
+    sweep_stale(out)  # temps of an earlier run that was killed
+    fd, kept_path = tempfile.mkstemp(prefix=f".kept.{os.getpid()}.", suffix=".tmp", dir=out)
     writers: list[Any] = []
     try:
         rejects = RejectWriter(out / "rejects.jsonl")
@@ -281,10 +282,13 @@ def prepare(cfg: PrepConfig, tokenizer: Any = None) -> dict[str, Any]:
         now, cpu = time.perf_counter(), cpu_seconds()
         result = stats.to_dict(length_unit=unit, config=config, elapsed_s=now - t0, rows_s=now - t_rows,
                                cpu_s=None if cpu is None or cpu_rows is None else cpu - cpu_rows)
-        for w in writers:
-            w.commit()
-        plot_lengths(out / "length_hist.png", stats, length_unit=unit, max_length=cfg.max_length)
-        write_json_atomic(out / "stats.json", result)
+        hist = AtomicFile(out / "length_hist.png", "wb")
+        writers.append(hist)
+        plot_lengths(hist.fh, stats, length_unit=unit, max_length=cfg.max_length)
+        summary = AtomicFile(out / "stats.json")
+        writers.append(summary)
+        summary.write(json.dumps(result, ensure_ascii=False, indent=2) + "\n")
+        commit_all(writers)  # all outputs or none: a full disk leaves the previous run's set whole
         if stats.rows_kept == 0:
             raise DataPrepError(nothing_kept(result, kinds, cfg))
         return result

@@ -10,8 +10,7 @@ import math
 from array import array
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 SPLITS = ("train", "test")
 
@@ -106,14 +105,12 @@ class Stats:
         }
 
 
-def plot_lengths(path: Path, stats: Stats, *, length_unit: str, max_length: int | None) -> None:
-    """Histogram of lengths per split, with the max-length line; written atomically as PNG."""
+def plot_lengths(dest: IO[bytes], stats: Stats, *, length_unit: str, max_length: int | None) -> None:
+    """Histogram of lengths per split, with the max-length line, as PNG into ``dest`` (an atomic file's)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from fileio.atomic import AtomicFile
 
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
     drawn = False
@@ -136,9 +133,10 @@ def plot_lengths(path: Path, stats: Stats, *, length_unit: str, max_length: int 
     if drawn:
         ax.legend()
     fig.tight_layout()
-    with AtomicFile(path, "wb") as f:
-        fig.savefig(f.fh, format="png")
-    plt.close(fig)
+    try:
+        fig.savefig(dest, format="png")
+    finally:
+        plt.close(fig)
 
 
 def print_summary(stats: dict[str, Any], out: str, console: Any = None) -> None:

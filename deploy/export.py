@@ -33,13 +33,13 @@ import json
 import re
 import shutil
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from deploy.quantize import K_QUANTS, check_type
+from fileio.atomic import sweep_stale, temp_dir, write_error
 from models.generate import scenario_kind
 
 DEFAULT_QUANTS = "f16,q8_0"
@@ -196,6 +196,8 @@ def run_export(plan: ExportPlan, log: Any = print) -> ExportResult:
     from deploy.lora import LoraAdapter
     from deploy.merge import MergeSource
 
+    for stale in sweep_stale(plan.out_dir):  # an earlier export killed mid-write left these
+        log(f"removed {stale.name}, left by an interrupted export")
     adapter = LoraAdapter.load(plan.adapter_dir) if plan.adapter_dir else None
     source = MergeSource(plan.base_dir, adapter)
     tok_dir = _tokenizer_dir(plan)
@@ -395,7 +397,7 @@ def _hf_folder(plan: ExportPlan, source: Any, tok_dir: Path, log: Any) -> Iterat
     elif source.adapter is None:
         yield plan.base_dir
     else:
-        tmp = Path(tempfile.mkdtemp(prefix=".merged-for-convert-", dir=plan.out_dir))
+        tmp = temp_dir(plan.out_dir, "merged-for-convert")
         try:
             yield merge_to_folder(source, tmp / "merged", tokenizer_dirs=(tok_dir,), progress=plan.progress)
         finally:
@@ -563,6 +565,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "llama-cpp-python source), auto (default: ours, llama.cpp's for architectures ours lacks)",
     )
     p.add_argument("--no-ollama", action="store_true", help="do not run ollama create even if ollama exists")
+    p.add_argument(
+        "--allow-pickle", action="store_true",
+        help="accept pickle-only weights (pytorch_model.bin, adapter_model.bin; unpickling can run code): "
+        "they are converted to safetensors under OUT/from-pickle first",
+    )
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
 
@@ -595,24 +602,32 @@ def build_plan(args: argparse.Namespace) -> ExportPlan:
         ok, why = llama_cpp_available()
         if not ok:
             raise RuntimeError(f"--quant {','.join(k_quants)} uses llama.cpp's quantizer: {why}")
-    if info.adapter_dir is not None:
-        adapter = LoraAdapter.load(info.adapter_dir)
+    adapter_dir = info.adapter_dir
+    if adapter_dir is not None:
+        adapter_dir = _safe_weights(adapter_dir, out / "from-pickle" / "adapter", args.allow_pickle)
+        adapter = LoraAdapter.load(adapter_dir)
         # The adapter records the base it was trained on; config.yaml's model is the fallback.
         base_dir = resolve_base(adapter, args.base or (None if adapter.base_model else info.base))
     else:
         from models.registry import resolve_source
 
         base_dir = Path(resolve_source(args.base))
+    base_dir = _safe_weights(base_dir, out / "from-pickle" / "base", args.allow_pickle)
     name = safe_name(args.name or info.name or base_dir.name)
+    system_prompt = args.system or info.system_prompt
+    if system_prompt:
+        from deploy.modelfile import check_system_prompt
+
+        check_system_prompt(system_prompt)  # before hours of converting, not after
     return ExportPlan(
         out_dir=out,
         name=name,
         quants=list(dict.fromkeys(quants)),
         merged=not args.no_merged,
         base_dir=base_dir,
-        adapter_dir=info.adapter_dir,
+        adapter_dir=adapter_dir,
         scenario=args.scenario or info.scenario,
-        system_prompt=args.system or info.system_prompt,
+        system_prompt=system_prompt,
         verify=not args.no_verify,
         ollama=not args.no_ollama,
         lora_gguf=args.lora_gguf,
@@ -621,16 +636,37 @@ def build_plan(args: argparse.Namespace) -> ExportPlan:
     )
 
 
+def _safe_weights(folder: Path, converted: Path, allow_pickle: bool) -> Path:
+    """``folder`` itself when its weights are safetensors; a pickle-only folder is refused, or with
+    ``--allow-pickle`` converted once to safetensors at ``converted`` (the export reads safetensors only)."""
+    from models.loading import UnsafeWeightsError, check_weights, safetensors_copy
+
+    if not folder.is_dir():
+        return folder
+    try:
+        check_weights(folder)
+    except UnsafeWeightsError:
+        if not allow_pickle:
+            raise
+        print(f"--allow-pickle: converting {folder} to safetensors in {converted}", file=sys.stderr)
+        return safetensors_copy(folder, converted)
+    return folder
+
+
 def main(argv: list[str] | None = None) -> int:
     from models.quiet import quiet_dependency_noise
 
     quiet_dependency_noise()
     args = _parse(argv)
+    plan = None
     try:
         plan = build_plan(args)
         result = run_export(plan)
-    except (ValueError, FileNotFoundError, RuntimeError, OSError) as exc:
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a full disk mid-write: one line; atomic writes left no partial file
+        print(f"error: {write_error(exc, plan.out_dir if plan else args.out)}", file=sys.stderr)
         return 2
     if result.results:
         print(json.dumps(result.results, indent=2))

@@ -8,18 +8,27 @@ leaves a partial file at a final path (a reader either sees the old file or the 
 - :func:`write_text_atomic` / :func:`write_json_atomic`: a whole text or JSON document;
 - :func:`atomic_path`: a temp path for writers that want a file name (matplotlib, GGUFWriter, llama.cpp);
 - :func:`atomic_dir`: a temp folder for writers that fill a folder (``save_pretrained``, a merged model),
-  which replaces an existing folder only once the new one is complete.
+  which replaces an existing folder only once the new one is complete;
+- :func:`commit_all`: several outputs that belong together (a data split, its rejects and stats), moved into
+  place only once every one of them was written, so a full disk leaves the old set, not a mix;
+- :func:`sweep_stale`: the temps a killed process left behind (SIGKILL runs no cleanup), removed on the next run;
+- :func:`disk_full` / :func:`write_error`: one clear line for a full disk or a file-size limit.
+
+Every temp name carries the writer's pid (``.<name>.<pid>.<random>.tmp...``), which is how a later run tells
+a dead writer's leftovers from a live writer's work in progress.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -48,6 +57,10 @@ class AtomicFile:
         os.replace(self.tmp, self.path)
         self.done = True
         return self.path
+
+    def close_data(self) -> None:
+        """Flush and close the temp file: a full disk shows here, before anything is moved into place."""
+        self.fh.close()
 
     def abort(self) -> None:
         if not self.fh.closed:
@@ -100,12 +113,12 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     """A temp folder beside ``path`` to fill; it becomes ``path`` (replacing an old one) at a clean end."""
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.{os.getpid()}.", suffix=".tmp", dir=final.parent))
     try:
         yield tmp
         tmp.chmod(0o755)  # mkdtemp makes it private
         if final.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=final.parent))
+            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.{os.getpid()}.", suffix=".old", dir=final.parent))
             os.replace(final, old / final.name)
             os.replace(tmp, final)
             shutil.rmtree(old, ignore_errors=True)
@@ -125,3 +138,69 @@ def save_figure(fig: Any, path: str | os.PathLike[str], dpi: int = 110) -> Path:
     finally:
         plt.close(fig)
     return Path(path)
+
+
+def temp_dir(parent: str | os.PathLike[str], name: str) -> Path:
+    """A scratch folder in ``parent`` named like every other temp here, so :func:`sweep_stale` finds it."""
+    return Path(tempfile.mkdtemp(prefix=f".{name}.{os.getpid()}.", suffix=".tmp", dir=parent))
+
+
+def commit_all(files: Iterable[AtomicFile]) -> None:
+    """Close every file first, then move them all into place: a write error leaves none of them committed."""
+    files = list(files)
+    for f in files:
+        f.close_data()
+    for f in files:
+        f.commit()
+
+
+# .<name>.<pid>.<8 random>.tmp[.suffix] (files), .<name>.<pid>.<random>.tmp|.old (folders, from mkdtemp)
+_TEMP = re.compile(r"^\..+\.(\d+)\.[A-Za-z0-9_]{8}\.(?:tmp(?:\.[^.]+)?|old)$")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def sweep_stale(folder: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temps in ``folder`` whose writer is no longer running; returns what was removed.
+
+    A live writer's temps (its pid still runs) are left alone, so two runs into one folder do not race."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for p in folder.iterdir():
+        m = _TEMP.match(p.name)
+        if m is None or int(m.group(1)) == os.getpid() or _alive(int(m.group(1))):
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed
+
+
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def disk_full(exc: BaseException) -> bool:
+    """A write failed for lack of space: disk full, quota, or a file-size limit (``ulimit -f``)."""
+    return isinstance(exc, OSError) and exc.errno in _FULL
+
+
+def write_error(exc: OSError, folder: str | os.PathLike[str]) -> str:
+    """One line for an OSError of a run writing into ``folder``: for a full disk, what to do as well."""
+    what = exc.strerror or str(exc)
+    where = f" ({exc.filename})" if exc.filename else ""
+    if disk_full(exc):
+        return (f"{folder}: out of space while writing{where}: {what}; nothing partial was left at the final "
+                "paths (old outputs are untouched); free some space or write to another disk, then rerun")
+    return f"{exc.filename or folder}: {what}"

@@ -43,6 +43,51 @@ def check_weights(folder: Path, *, allow_pickle: bool = False) -> None:
         )
 
 
+def _load_tensors(path: Path) -> dict[str, Any]:
+    """A pickle file of plain tensors; anything else (objects, code) is refused by torch's restricted unpickler."""
+    import pickle
+
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UnsafeWeightsError(f"{path}: not a plain tensor file, refused even with --allow-pickle ({first})") from exc
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UnsafeWeightsError(f"{path}: holds {type(state).__name__}, not a dict of tensors")
+    return state
+
+
+def safetensors_copy(folder: Path, dest: Path) -> Path:
+    """A safetensors copy at ``dest`` of a model or PEFT adapter folder whose weights are pickle only, for the
+    tools that read safetensors alone (``deploy.export``). It unpickles (``torch.load(weights_only=True)``),
+    so call it only when the user passed ``--allow-pickle``. The other files (config, tokenizer) are copied."""
+    import shutil
+
+    from fileio.atomic import atomic_dir
+
+    pickled = sorted(p for p in folder.iterdir() if p.name.endswith(PICKLE_SUFFIXES) and p.name not in NOT_WEIGHTS)
+    with atomic_dir(dest) as tmp:
+        for p in folder.iterdir():
+            if p.is_file() and not p.name.endswith(PICKLE_SUFFIXES):
+                shutil.copy2(p, tmp / p.name)
+        if (folder / "adapter_config.json").is_file():
+            from safetensors.torch import save_file
+
+            state: dict[str, Any] = {}
+            for p in pickled:
+                state.update(_load_tensors(p))
+            save_file({k: v.contiguous() for k, v in state.items()}, str(tmp / "adapter_model.safetensors"))
+        else:
+            from transformers import AutoModelForCausalLM
+
+            # save_pretrained handles tied weights and shards, which a plain save_file would refuse
+            model = AutoModelForCausalLM.from_pretrained(str(folder), dtype="auto", use_safetensors=False)
+            model.save_pretrained(tmp, safe_serialization=True)
+    return dest
+
+
 def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
