@@ -130,3 +130,20 @@ def test_split_ties_from_identical_rows_keep_the_exact_count() -> None:
 def test_splitter_rejects_bad_test_size() -> None:
     with pytest.raises(ValueError):
         Splitter(1, 1.0)
+
+
+def test_digest_map_agrees_with_a_dict() -> None:
+    import random
+
+    from data_prep.clean import DigestMap
+
+    rng = random.Random(7)
+    table, want = DigestMap(capacity=8), {}
+    edge = [0, 1, 2**64 - 1, 2**63, 8, 16]  # 0 is a key like any other; 8 and 16 collide in 8 slots
+    for step in range(50_000):
+        key = rng.choice(edge) if step % 10 == 0 else rng.getrandbits(64)
+        if key not in want:
+            want[key] = table[key] = rng.getrandbits(40)
+        assert table.get(key) == want[key]
+    assert len(table) == len(want) and all(table.get(k) == v for k, v in want.items())
+    assert table.get(rng.getrandbits(64)) is None
