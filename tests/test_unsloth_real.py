@@ -157,3 +157,19 @@ def test_recipe_trains_on_unsloths_patched_sft_trainer(tmp_path, tiny_llama_dir)
     assert m["trained_token_share"] == pytest.approx(m["data"]["train"]["supervised_share"], abs=0.002)
     assert m["final_eval_loss"] < m["base_eval_loss"]
     assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_the_preference_patch_runs_against_the_real_unsloth():
+    """``--stage dpo|orpo|kto`` on the Unsloth path calls ``PatchDPOTrainer()``: it must exist in the pinned
+    Unsloth and run before TRL's preference trainers are built (a GPU run is the only place it matters)."""
+    out = _run(
+        """
+        import unsloth
+        from train.backend import BackendInfo, patch_preference_trainers
+        patch_preference_trainers(BackendInfo("unsloth", True, "test"))
+        from trl import DPOTrainer, KTOTrainer
+        print("patched:", DPOTrainer.__name__, KTOTrainer.__name__)
+        """,
+        gpu_classes=True,
+    )
+    assert "patched: DPOTrainer KTOTrainer" in out
