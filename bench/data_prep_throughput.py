@@ -2,7 +2,7 @@
 
 For each size (default 10k and 100k rows) a ShareGPT JSONL file (system + two exchanges, about 150 tokens a
 row) is generated in a temp dir, then both sides run on it, each in a fresh child process (so peak RSS,
-``ru_maxrss`` from ``os.wait4``, is that run's alone: the largest of the process and its workers):
+polled ``VmHWM``, see ``peers.run_measured``, is that run's alone: the largest of the process and its workers):
 
 - ours: ``python -m data_prep --tokenizer smollm2-135m-instruct --workers N`` (read, validate, dedup, render
   with SmolLM2's ChatML template and assistant masks, split, write). Rows/s is ``stats.json``'s

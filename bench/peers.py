@@ -3,7 +3,9 @@
 A peer (LLaMA-Factory, ...) pins versions that clash with ours (torch, transformers), so it never shares our
 venv. :func:`ensure_venv` creates the venv on first use with the peer's exact install commands and reuses
 it afterwards; :func:`run_measured` runs a driver script with that venv's python and reports its wall time
-and peak RSS (``ru_maxrss`` from ``os.wait4``: the largest of the process and its waited-for workers).
+and peak RSS (the kernel's high-water mark ``VmHWM`` of the process and of each of its workers, polled while
+it runs: ``ru_maxrss`` cannot be used, Linux starts a child's at its parent's peak, so a bench or test
+process that has imported torch would hide the child's own figure).
 
 Shared by the benches (``data_prep_throughput.py``, ``train_throughput.py``, ...)::
 
@@ -14,12 +16,14 @@ Shared by the benches (``data_prep_throughput.py``, ``train_throughput.py``, ...
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,25 +102,76 @@ def ensure_venv(peer: PeerVenv, log: Path | None = None) -> Path:
 class Measured:
     returncode: int
     wall_s: float
-    rss_mb: float  # peak RSS of the process or its largest waited-for child
+    rss_mb: float  # peak RSS (VmHWM) of the process or of its largest worker
     cpu_s: float  # user + system CPU seconds of the process and its waited-for children
     stdout: str
     stderr: str
 
 
-def run_measured(cmd: list[str], env: dict[str, str] | None = None, cwd: str | Path | None = None) -> Measured:
-    """Run ``cmd`` to completion in a fresh process; its wall time, peak RSS (``ru_maxrss``) and CPU time.
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants, from ``/proc/<pid>/task/*/children``."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        for task in Path(f"/proc/{p}/task").glob("*/children"):
+            with contextlib.suppress(OSError):  # the task ended meanwhile
+                todo += [int(c) for c in task.read_text().split()]
+    return out
 
+
+def _hwm_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):  # ended, or a zombie whose memory is gone
+        pass
+    return 0
+
+
+class _PeakWatcher(threading.Thread):
+    """The largest ``VmHWM`` of a process tree, sampled every ``every`` s until :meth:`stop`.
+
+    VmHWM is the kernel's own high-water mark, so a sample misses no spike before it; only what happens in
+    the last interval before exit goes unseen.
+    """
+
+    def __init__(self, pid: int, every: float = 0.02) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.every, self.peak_kib = pid, every, 0
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        while not self._done.is_set():
+            self.peak_kib = max([self.peak_kib] + [_hwm_kib(p) for p in _tree(self.pid)])
+            self._done.wait(self.every)
+
+    def stop(self) -> int:
+        self._done.set()
+        self.join()
+        return self.peak_kib
+
+
+def run_measured(cmd: list[str], env: dict[str, str] | None = None, cwd: str | Path | None = None) -> Measured:
+    """Run ``cmd`` to completion in a fresh process; its wall time, peak RSS and CPU time.
+
+    Peak RSS is polled ``VmHWM`` where ``/proc`` exists (see the module docstring), else ``ru_maxrss``.
     Output goes to temp files, not pipes: ``os.wait4`` must reap the child itself to get its rusage, and
     reading two pipes without ``communicate`` (which reaps) could deadlock.
     """
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=err, text=True)
+        watcher = _PeakWatcher(proc.pid) if Path("/proc/self/status").exists() else None
+        if watcher is not None:
+            watcher.start()
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
+        peak_kib = watcher.stop() if watcher is not None else 0
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
         cpu = usage.ru_utime + usage.ru_stime
-        return Measured(proc.returncode, wall, usage.ru_maxrss / 1024, cpu, out.read(), err.read())
+        rss_kib = peak_kib or usage.ru_maxrss
+        return Measured(proc.returncode, wall, rss_kib / 1024, cpu, out.read(), err.read())

@@ -1,7 +1,7 @@
 """Cleaning: exact and normalized dedup, length limits, a simple quality score, a balance cap.
 
 Dedup keeps only 8-byte digests (as ints) and a packed ``(file index, position)`` of the first copy, so memory
-grows by about 100 bytes per unique row and never holds row text.
+grows by about 40 bytes per unique row and never holds row text.
 """
 
 from __future__ import annotations
@@ -66,71 +66,98 @@ def unpack_source(packed: int) -> tuple[int, int]:
 
 
 class DigestMap:
-    """A map from 64-bit digests to non-negative ints in two flat arrays (open addressing, linear probing).
+    """A map from 64-bit digests to pairs of ints, in flat arrays (open addressing, linear probing).
 
-    16 bytes a slot and at most 2/3 of the slots used: about 24 B an entry where a ``dict`` of ints takes
-    about 170 B, so dedup over a million rows stays in tens of MB. Digests are uniform, so their low bits
-    are the slot. ``array`` rather than numpy: indexing it gives plain ints, several times faster per row.
+    24 bytes a slot at most 3/4 of the slots used: about 40 B an entry where a ``dict`` of ints takes about
+    170 B. The table is cut into ``SHARDS`` parts by the digest's top bits, each growing by half on its own,
+    so a resize copies one part: the old and new arrays never coexist for the whole table (which would
+    double the peak at a million rows). Digests are uniform, so ``key % capacity`` is the slot and a part's
+    capacity need not be a power of two. ``array`` rather than numpy: indexing it gives plain ints, several
+    times faster per row.
     """
 
+    SHARDS = 64
+    SHIFT = 58  # 64 - log2(SHARDS): the part is the top bits
+
     def __init__(self, capacity: int = 1 << 12) -> None:
-        self._alloc(capacity)
+        part = max(8, capacity // self.SHARDS)
+        self._keys: list[array] = []
+        self._a: list[array] = []  # first value; -1 marks an empty slot
+        self._b: list[array] = []
+        self._n = [0] * self.SHARDS
+        for _ in range(self.SHARDS):
+            self._keys.append(array("Q", bytes(8 * part)))
+            self._a.append(array("q", [-1]) * part)
+            self._b.append(array("q", bytes(8 * part)))
 
-    def _alloc(self, capacity: int) -> None:
-        self._keys = array("Q", bytes(8 * capacity))
-        self._vals = array("q", [-1]) * capacity  # -1 marks an empty slot
-        self._mask = capacity - 1
-        self._n = 0
-
-    def _slot(self, key: int) -> int:
-        i, keys, vals = key & self._mask, self._keys, self._vals
-        while vals[i] != -1 and keys[i] != key:
-            i = (i + 1) & self._mask
+    def _slot(self, part: int, key: int) -> int:
+        keys, a = self._keys[part], self._a[part]
+        cap = len(a)
+        i = key % cap
+        while a[i] != -1 and keys[i] != key:
+            i = i + 1 if i + 1 < cap else 0
         return i
 
-    def get(self, key: int) -> int | None:
-        v = self._vals[self._slot(key)]
-        return None if v == -1 else v
+    def get(self, key: int) -> tuple[int, int] | None:
+        part = key >> self.SHIFT
+        i = self._slot(part, key)
+        v = self._a[part][i]
+        return None if v == -1 else (v, self._b[part][i])
 
-    def __setitem__(self, key: int, value: int) -> None:
-        i = self._slot(key)
-        if self._vals[i] == -1:
-            if 3 * (self._n + 1) > 2 * len(self._vals):
-                self._grow()
-                i = self._slot(key)
-            self._n += 1
-        self._keys[i], self._vals[i] = key, value
+    def put(self, key: int, a: int, b: int = 0) -> None:
+        part = key >> self.SHIFT
+        i = self._slot(part, key)
+        if self._a[part][i] == -1:
+            if 4 * (self._n[part] + 1) > 3 * len(self._a[part]):
+                self._grow(part)
+                i = self._slot(part, key)
+            self._n[part] += 1
+        self._keys[part][i], self._a[part][i], self._b[part][i] = key, a, b
 
-    def _grow(self) -> None:
-        keys, vals = self._keys, self._vals
-        self._alloc(2 * len(vals))
-        for k, v in zip(keys, vals, strict=True):
-            if v != -1:
-                self[k] = v
+    def _grow(self, part: int) -> None:
+        keys, a, b = self._keys[part], self._a[part], self._b[part]
+        cap = len(a) + len(a) // 2
+        self._keys[part], self._a[part], self._b[part] = array("Q", bytes(8 * cap)), array("q", [-1]) * cap, \
+            array("q", bytes(8 * cap))
+        for k, x, y in zip(keys, a, b, strict=True):
+            if x != -1:
+                i = self._slot(part, k)
+                self._keys[part][i], self._a[part][i], self._b[part][i] = k, x, y
 
     def __len__(self) -> int:
-        return self._n
+        return sum(self._n)
 
 
 @dataclass
 class Deduper:
-    """Remembers digests of rows seen; :meth:`check` returns ``(kind, first_packed_source)`` for a duplicate."""
+    """Remembers digests of rows seen; :meth:`check` returns ``(kind, first_packed_source)`` for a duplicate.
+
+    One table: rows with the same exact text have the same normalized text, so with normalized dedup on,
+    the table is keyed by the normalized digest and holds the first copy's exact digest beside its source
+    (an exact duplicate is a normalized match whose exact digest agrees too). 24 B a slot, not two tables' 32.
+    """
 
     normalized: bool = True
-    _exact: DigestMap = field(default_factory=DigestMap)
-    _norm: DigestMap = field(default_factory=DigestMap)
+    _seen: DigestMap = field(default_factory=DigestMap)
 
     def check(self, exact_key: int, norm_key: int, packed_source: int) -> tuple[str, int] | None:
-        first = self._exact.get(exact_key)
-        if first is not None:
-            return "exact", first
-        if self.normalized:
-            first = self._norm.get(norm_key)
-            if first is not None:
-                return "normalized", first
-            self._norm[norm_key] = packed_source
-        self._exact[exact_key] = packed_source
+        if not self.normalized:
+            hit = self._seen.get(exact_key)
+            if hit is not None:
+                return "exact", hit[0]
+            self._seen.put(exact_key, packed_source)
+            return None
+        hit = self._seen.get(norm_key)
+        if hit is not None:
+            first, first_exact = hit
+            # exact_key is unsigned 64-bit and the array signed: compare in the array's own representation
+            return ("exact" if first_exact == _signed(exact_key) else "normalized"), first
+        self._seen.put(norm_key, packed_source, _signed(exact_key))
         return None
+
+
+def _signed(u: int) -> int:
+    return u - (1 << 64) if u >= 1 << 63 else u
 
 
 def check_length(conv: Conversation, min_chars: int = 1, max_chars: int | None = None) -> int:

@@ -268,6 +268,7 @@ def prepare(cfg: PrepConfig, tokenizer: Any = None) -> dict[str, Any]:
             run = _Run(cfg, tokenizer, stats, rejects, duplicates, kept, splitter, Deduper(),
                        BalanceCap(cfg.balance_cap) if cfg.balance_cap else None, [p.path for p in plan])
             _pass_one(run, plan)
+        run.deduper = Deduper()  # the digests are done with: free them before pass two and the stats
         splitter.finalize()
         train = JsonlWriter(out / "train.jsonl")
         writers.append(train)

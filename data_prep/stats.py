@@ -19,14 +19,18 @@ def percentiles(values: array | list[int]) -> dict[str, int] | None:
     """p50/p90/p95/p99/max (nearest rank), mean and total; ``None`` for no values."""
     if not len(values):
         return None
-    s = sorted(values)
+    import numpy as np
+
+    # numpy over the array's own buffer: sorted() would make a Python int per row (36 MB at a million rows)
+    s = np.sort(np.frombuffer(values, dtype=np.uint32) if isinstance(values, array) else np.asarray(values))
     n = len(s)
+    total = int(s.sum(dtype=np.int64))
 
     def rank(p: float) -> int:
-        return s[max(0, math.ceil(p / 100 * n) - 1)]
+        return int(s[max(0, math.ceil(p / 100 * n) - 1)])
 
-    return {"p50": rank(50), "p90": rank(90), "p95": rank(95), "p99": rank(99), "max": s[-1],
-            "mean": round(sum(s) / n, 1), "total": sum(s)}
+    return {"p50": rank(50), "p90": rank(90), "p95": rank(95), "p99": rank(99), "max": int(s[-1]),
+            "mean": round(total / n, 1), "total": total}
 
 
 @dataclass

@@ -46,6 +46,9 @@ def test_deduper_counts_and_remembers_first_source() -> None:
     assert results[0] is None and results[3] is None
     assert results[1] == ("exact", pack_source(1, 10))
     assert results[2] == ("normalized", pack_source(1, 10))
+    # an exact copy of a row that was itself a normalized duplicate points at the first kept row, as normalized
+    assert d.check(digest64(exact_text(rows[2])), digest64(normalized_text(rows[2])), 99) == ("normalized",
+                                                                                               pack_source(1, 10))
     assert unpack_source(pack_source(3, 123456)) == (3, 123456)
     only_exact = Deduper(normalized=False)
     assert [only_exact.check(digest64(exact_text(r)), digest64(normalized_text(r)), i) for i, r in
@@ -139,11 +142,12 @@ def test_digest_map_agrees_with_a_dict() -> None:
 
     rng = random.Random(7)
     table, want = DigestMap(capacity=8), {}
-    edge = [0, 1, 2**64 - 1, 2**63, 8, 16]  # 0 is a key like any other; 8 and 16 collide in 8 slots
+    edge = [0, 1, 2**64 - 1, 2**63, 8, 16, 7]  # 0 is a key like any other; 8 and 16 collide in 8 slots, 7 wraps
     for step in range(50_000):
         key = rng.choice(edge) if step % 10 == 0 else rng.getrandbits(64)
         if key not in want:
-            want[key] = table[key] = rng.getrandbits(40)
+            want[key] = (rng.getrandbits(40), rng.getrandbits(64) - 2**63)
+            table.put(key, *want[key])
         assert table.get(key) == want[key]
     assert len(table) == len(want) and all(table.get(k) == v for k, v in want.items())
     assert table.get(rng.getrandbits(64)) is None
