@@ -39,6 +39,7 @@ from functools import lru_cache
 from typing import Any
 
 from data_prep.skeleton import Shape, Skeleton, build_skeleton, shape_of, template_is_pure
+from data_prep.token_bytes import byte_table, fast_offsets
 
 IGNORE_INDEX = -100
 
@@ -537,5 +538,48 @@ def _encode_many(tokenizer: Any, texts: list[str]) -> list[_Tokens]:
             offsets = enc["offset_mapping"]
             out.append(_Tokens(list(enc["input_ids"]), [s for s, _ in offsets], offsets))
         return out
-    return [_Tokens(e.ids, _LazyOffsets(e, 0), _LazyOffsets(e, None))
-            for e in backend.encode_batch(texts, add_special_tokens=False)]
+    table = _byte_table(tokenizer, backend)
+    out: list[_Tokens | None] = [None] * len(texts)
+    if table is not None:  # offsets from the tokens' bytes where provably exact (data_prep.token_bytes)
+        ascii_rows = [i for i, text in enumerate(texts) if text.isascii()]
+        for i, e in zip(ascii_rows, backend.encode_batch_fast([texts[i] for i in ascii_rows],
+                                                              add_special_tokens=False), strict=True):
+            ids = e.ids
+            cum = fast_offsets(texts[i], ids, table)
+            if cum is not None:
+                out[i] = _Tokens(ids, cum[:-1], _SpanOffsets(cum))
+    rest = [i for i, tokens in enumerate(out) if tokens is None]
+    for i, e in zip(rest, backend.encode_batch([texts[i] for i in rest], add_special_tokens=False), strict=True):
+        out[i] = _Tokens(e.ids, _LazyOffsets(e, 0), _LazyOffsets(e, None))
+    return out  # type: ignore[return-value]
+
+
+class _SpanOffsets(Sequence):
+    """``(start, end)`` of token t from the running byte lengths ``cum`` (as the tokenizer's own offsets)."""
+
+    def __init__(self, cum: list[int]) -> None:
+        self.cum = cum
+
+    def __len__(self) -> int:
+        return len(self.cum) - 1
+
+    def __getitem__(self, t: Any) -> Any:
+        if not isinstance(t, int) or not 0 <= t < len(self.cum) - 1:
+            raise IndexError(t)
+        return self.cum[t], self.cum[t + 1]
+
+
+_BYTE_TABLES: weakref.WeakKeyDictionary[Any, tuple[int, list[bytes] | None]] = weakref.WeakKeyDictionary()
+
+
+def _byte_table(tokenizer: Any, backend: Any) -> list[bytes] | None:
+    """:func:`data_prep.token_bytes.byte_table` once per tokenizer (again if its vocabulary grows)."""
+    size = backend.get_vocab_size(with_added_tokens=True)
+    try:
+        cached = _BYTE_TABLES.get(tokenizer)
+    except TypeError:  # takes no weak reference
+        return None
+    if cached is None or cached[0] != size:
+        cached = (size, byte_table(backend))
+        _BYTE_TABLES[tokenizer] = cached
+    return cached[1]
