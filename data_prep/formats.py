@@ -621,7 +621,38 @@ def to_conversation(fmt: str, value: Any, opts: FormatOptions) -> Conversation:
 
 
 def guess_kind(value: Any, opts: FormatOptions) -> str | None:
-    """The kind a row's fields make it (None when they fit no format): checks a file holds one kind."""
+    """The kind a row's fields make it (None when they fit no format): checks a file holds one kind.
+
+    Every row of a file runs this, so it is memoized by what :func:`detect` reads of a row (:func:`_shape`)."""
+    return _kind_of_shape(_shape(value), opts) if isinstance(value, dict) else _guess_kind(value, opts)
+
+
+def _shape(row: dict[str, Any]) -> tuple[Any, ...]:
+    """Everything :func:`detect` looks at in a row: its keys, whether ``label`` is a bool, and the first
+    turn of ``messages`` / ``conversations``: whether it is an object and holds ``from`` / ``role``."""
+    turns = []
+    for key in ("messages", "conversations"):
+        first = _first(row[key]) if key in row else None
+        turns.append(None if first is None else
+                     (isinstance(first, dict), isinstance(first, dict) and "from" in first,
+                      isinstance(first, dict) and "role" in first))
+    return frozenset(row), isinstance(row.get("label"), bool), *turns
+
+
+@functools.lru_cache(maxsize=1024)
+def _kind_of_shape(shape: tuple[Any, ...], opts: FormatOptions) -> str | None:
+    keys, label_is_bool, messages, conversations = shape
+    row: dict[str, Any] = dict.fromkeys(keys)  # a stand-in row with the same shape
+    if label_is_bool:
+        row["label"] = True
+    for key, turn in (("messages", messages), ("conversations", conversations)):
+        if turn is not None:
+            is_dict, has_from, has_role = turn
+            row[key] = [({"from": ""} if has_from else {}) | ({"role": ""} if has_role else {})] if is_dict else [0]
+    return _guess_kind(row, opts)
+
+
+def _guess_kind(value: Any, opts: FormatOptions) -> str | None:
     try:
         return kind_of(*detect(value, "", replace(opts, rename=())))
     except DataPrepError:

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+from data_prep.fast_bpe import AsciiBPE
 from data_prep.skeleton import Shape, Skeleton, build_skeleton, shape_of, template_is_pure
 from data_prep.token_bytes import byte_table, fast_offsets
 
@@ -538,16 +539,20 @@ def _encode_many(tokenizer: Any, texts: list[str]) -> list[_Tokens]:
             offsets = enc["offset_mapping"]
             out.append(_Tokens(list(enc["input_ids"]), [s for s, _ in offsets], offsets))
         return out
-    table = _byte_table(tokenizer, backend)
+    table, fast = _byte_path(tokenizer, backend)
     out: list[_Tokens | None] = [None] * len(texts)
     if table is not None:  # offsets from the tokens' bytes where provably exact (data_prep.token_bytes)
-        ascii_rows = [i for i, text in enumerate(texts) if text.isascii()]
+        slow = []
+        for i, text in enumerate(texts):
+            ids = fast.encode(text) if fast is not None else None  # data_prep.fast_bpe: plain ASCII only
+            if ids is None:
+                slow.append(i)
+            else:
+                out[i] = _from_bytes(text, ids, table)
+        ascii_rows = [i for i in slow if texts[i].isascii()]
         for i, e in zip(ascii_rows, backend.encode_batch_fast([texts[i] for i in ascii_rows],
                                                               add_special_tokens=False), strict=True):
-            ids = e.ids
-            cum = fast_offsets(texts[i], ids, table)
-            if cum is not None:
-                out[i] = _Tokens(ids, cum[:-1], _SpanOffsets(cum))
+            out[i] = _from_bytes(texts[i], e.ids, table)
     rest = [i for i, tokens in enumerate(out) if tokens is None]
     for i, e in zip(rest, backend.encode_batch([texts[i] for i in rest], add_special_tokens=False), strict=True):
         out[i] = _Tokens(e.ids, _LazyOffsets(e, 0), _LazyOffsets(e, None))
@@ -569,17 +574,25 @@ class _SpanOffsets(Sequence):
         return self.cum[t], self.cum[t + 1]
 
 
-_BYTE_TABLES: weakref.WeakKeyDictionary[Any, tuple[int, list[bytes] | None]] = weakref.WeakKeyDictionary()
+def _from_bytes(text: str, ids: list[int], table: list[bytes]) -> _Tokens | None:
+    cum = fast_offsets(text, ids, table)
+    return None if cum is None else _Tokens(ids, cum[:-1], _SpanOffsets(cum))
 
 
-def _byte_table(tokenizer: Any, backend: Any) -> list[bytes] | None:
-    """:func:`data_prep.token_bytes.byte_table` once per tokenizer (again if its vocabulary grows)."""
+_BytePath = tuple[list[bytes] | None, AsciiBPE | None]
+_BYTE_PATHS: weakref.WeakKeyDictionary[Any, tuple[int, _BytePath]] = weakref.WeakKeyDictionary()
+
+
+def _byte_path(tokenizer: Any, backend: Any) -> _BytePath:
+    """:func:`data_prep.token_bytes.byte_table` and :class:`data_prep.fast_bpe.AsciiBPE`, once per tokenizer
+    (again if its vocabulary grows)."""
     size = backend.get_vocab_size(with_added_tokens=True)
     try:
-        cached = _BYTE_TABLES.get(tokenizer)
+        cached = _BYTE_PATHS.get(tokenizer)
     except TypeError:  # takes no weak reference
-        return None
+        return None, None
     if cached is None or cached[0] != size:
-        cached = (size, byte_table(backend))
-        _BYTE_TABLES[tokenizer] = cached
+        table = byte_table(backend)
+        cached = (size, (table, AsciiBPE.build(backend) if table is not None else None))
+        _BYTE_PATHS[tokenizer] = cached
     return cached[1]

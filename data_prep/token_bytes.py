@@ -16,7 +16,7 @@ from typing import Any
 _ASCII_SAFE = {"NFC", "NFKC", "NFD", "NFKD"}  # Unicode normal forms leave ASCII as it is
 
 
-def _byte_decoder() -> dict[str, int]:
+def byte_decoder() -> dict[str, int]:
     """GPT-2's byte-level alphabet: printable Latin-1 bytes stand for themselves, the rest shift to 256+."""
     keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
     table, extra = {}, 0
@@ -29,11 +29,11 @@ def _byte_decoder() -> dict[str, int]:
     return table
 
 
-def _normalizer_ok(spec: dict[str, Any] | None) -> bool:
+def keeps_ascii(spec: dict[str, Any] | None) -> bool:
     if spec is None:
         return True
     if spec.get("type") == "Sequence":
-        return all(_normalizer_ok(s) for s in spec.get("normalizers", []))
+        return all(keeps_ascii(s) for s in spec.get("normalizers", []))
     return spec.get("type") in _ASCII_SAFE
 
 
@@ -56,9 +56,9 @@ def byte_table(backend: Any) -> list[bytes] | None:
     byte_level = [p for p in levels if p.get("type") == "ByteLevel"]
     if (spec.get("model", {}).get("type") != "BPE" or not byte_level
             or any(p.get("add_prefix_space") for p in byte_level)
-            or not _normalizer_ok(spec.get("normalizer")) or _trims(spec.get("post_processor"))):
+            or not keeps_ascii(spec.get("normalizer")) or _trims(spec.get("post_processor"))):
         return None
-    decode = _byte_decoder()
+    decode = byte_decoder()
     vocab = backend.get_vocab(with_added_tokens=True)
     added = {t["content"] for t in spec.get("added_tokens", [])}
     table = [b""] * (max(vocab.values()) + 1)

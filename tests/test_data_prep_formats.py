@@ -232,3 +232,27 @@ def test_react_json_and_text_forms_give_the_same_chat(tmp_path: Path) -> None:
     for j, t in zip(recs, text_rows, strict=True):
         a, b = to_conversation("react", j.value, OPTS), to_conversation("react", t.value, OPTS)
         assert a.as_chat() == b.as_chat() and a.task_type == b.task_type
+
+
+def test_memoized_kind_guess_equals_detecting_each_row() -> None:
+    """``guess_kind`` is memoized by row shape: on rows of many shapes it must equal detecting each row."""
+    import random
+
+    from data_prep.formats import Columns, FormatOptions, _guess_kind, guess_kind
+
+    keys = ["messages", "conversations", "instruction", "input", "output", "context", "response", "prompt",
+            "completion", "chosen", "rejected", "label", "kto_tag", "question", "answer", "text", "system",
+            "observation", "steps", "chosen_messages", "rejected_messages", "q", "a"]
+    values = [None, "x", 1, True, False, [], {}, [{}], [{"from": "human"}], [{"role": "user"}], ["s"],
+              [{"from": "gpt", "role": "x"}], {"from": "human"}]
+    options = [FormatOptions(), FormatOptions(question_field="q", answer_field="a"),
+               FormatOptions(columns=Columns(kto_tag="label")), FormatOptions(text_field="prompt")]
+    rng = random.Random(0)
+    kinds = set()
+    for _ in range(4000):
+        row = {k: rng.choice(values) for k in rng.sample(keys, rng.randint(0, 5))}
+        for opts in options:
+            kind = guess_kind(row, opts)
+            assert kind == _guess_kind(row, opts), (row, opts)
+            kinds.add(kind)
+    assert {None, "sft", "text", "preference", "unpaired_preference"} <= kinds

@@ -1,0 +1,102 @@
+"""Byte-level BPE ids for plain ASCII text without the tokenizer's per-call machinery, where provably equal.
+
+For a byte-level BPE tokenizer (GPT-2's scheme, as SmolLM2's) a text's ids are: split at the added tokens,
+split the rest with the ByteLevel pre-tokenizer's regex, then BPE each piece on its own. The Rust encode
+call spends most of its time building an ``Encoding`` (token strings, masks, offsets) per text; the BPE of a
+given piece never changes, so a piece -> ids cache makes the whole text a regex split and dict look-ups.
+
+That is exact only where our split is the tokenizer's, so :meth:`AsciiBPE.build` accepts only this shape
+(anything else returns None and the caller keeps the tokenizer):
+
+- model BPE, no dropout; a normalizer that leaves ASCII as it is (none, or Unicode normal forms);
+- pre-tokenizer exactly ``ByteLevel`` with ``use_regex`` and no prefix space;
+- added tokens without ``lstrip`` / ``rstrip`` / ``single_word``;
+
+and :meth:`AsciiBPE.encode` handles only texts of printable ASCII plus tab, newline and carriage return, where the regex's
+Unicode classes reduce to the ASCII ones written below (Python's ``\\s`` would also take \\x1c-\\x1f, so the
+classes are spelled out). Each piece's BPE comes from the tokenizer's own model (``model.tokenize``). As a
+run-time guard, the first texts and one in :data:`CHECK_EVERY` afterwards are compared with the tokenizer;
+a difference raises, since rows already written would have been tokenized the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from itertools import chain
+from typing import Any
+
+from data_prep.token_bytes import byte_decoder, keeps_ascii
+
+# tokenizers' ByteLevel regex (GPT-2's), with \p{L} / \p{N} / \s restricted to the ASCII this module accepts
+_GPT2_ASCII = re.compile(
+    r"'s|'t|'re|'ve|'m|'ll|'d| ?[A-Za-z]+| ?[0-9]+| ?[^ \t\n\rA-Za-z0-9]+|[ \t\n\r]+(?![^ \t\n\r])|[ \t\n\r]+")
+_SAFE = re.compile(r"[\t\n\r\x20-\x7e]*")
+CHECK_FIRST = 64  # texts compared with the tokenizer before trusting the fast path
+CHECK_EVERY = 997  # then one text in this many
+CACHE_MAX = 200_000  # pieces kept (a few tens of MB); the cache starts afresh when full
+
+
+class FastBPEMismatch(RuntimeError):
+    """The fast path disagreed with the tokenizer: a bug here, never a property of the data."""
+
+
+class AsciiBPE:
+    """Ids of ASCII texts for one accepted tokenizer (see the module docstring); :meth:`encode` or None."""
+
+    def __init__(self, backend: Any, added: list[str]) -> None:
+        self.backend = backend
+        self.model = backend.model
+        self.added = {content: backend.token_to_id(content) for content in added}
+        # leftmost-longest, as the tokenizer matches added tokens
+        alternatives = "|".join(re.escape(a) for a in sorted(added, key=len, reverse=True))
+        self.split_added = re.compile(f"({alternatives})") if added else None
+        unicode_of = {b: ch for ch, b in byte_decoder().items()}
+        self.to_unicode = {i: unicode_of[i] for i in range(128)}  # str.translate table, ASCII -> byte alphabet
+        self.cache: dict[str, list[int]] = {}
+        self.seen = 0
+
+    @classmethod
+    def build(cls, backend: Any) -> AsciiBPE | None:
+        spec = json.loads(backend.to_str())
+        model, pre = spec.get("model") or {}, spec.get("pre_tokenizer") or {}
+        if (model.get("type") != "BPE" or model.get("dropout") or not keeps_ascii(spec.get("normalizer"))
+                or pre.get("type") != "ByteLevel" or pre.get("add_prefix_space") or not pre.get("use_regex", True)):
+            return None
+        added = spec.get("added_tokens") or []
+        if any(a.get("lstrip") or a.get("rstrip") or a.get("single_word") for a in added):
+            return None
+        return cls(backend, [a["content"] for a in added])
+
+    def encode(self, text: str) -> list[int] | None:
+        """The text's ids (no special tokens added), or None when it is not plain ASCII."""
+        if not text.isascii() or _SAFE.fullmatch(text) is None:
+            return None
+        ids = self._ids(text)
+        self.seen += 1
+        if self.seen <= CHECK_FIRST or self.seen % CHECK_EVERY == 0:
+            expected = self.backend.encode(text, add_special_tokens=False).ids
+            if ids != expected:
+                raise FastBPEMismatch(f"fast BPE differs from the tokenizer on {text[:80]!r}")
+        return ids
+
+    def _ids(self, text: str) -> list[int]:
+        parts = self.split_added.split(text) if self.split_added else [text]
+        ids: list[int] = []
+        for k, part in enumerate(parts):
+            if k % 2:  # re.split puts the captured added tokens at odd positions
+                ids.append(self.added[part])
+            elif part:
+                pieces = _GPT2_ASCII.findall(part)
+                hits = list(map(self.cache.get, pieces))  # one C-level pass; misses are rare after warm-up
+                if None in hits:
+                    hits = [hit if hit is not None else self._piece(piece) for piece, hit in zip(pieces, hits)]
+                ids.extend(chain.from_iterable(hits))
+        return ids
+
+    def _piece(self, piece: str) -> list[int]:
+        if len(self.cache) >= CACHE_MAX:
+            self.cache.clear()  # bounded memory over a million-row file; hits come back within a batch
+        ids = [t.id for t in self.model.tokenize(piece.translate(self.to_unicode))]
+        self.cache[piece] = ids
+        return ids

@@ -1,0 +1,83 @@
+"""Byte-level BPE without the tokenizer's encode call (``data_prep.fast_bpe``): the same ids, or refused."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+from tokenizers import Tokenizer
+
+from data_prep import fast_bpe
+from data_prep.fast_bpe import AsciiBPE, FastBPEMismatch
+
+# the regex's edge cases: contractions (case-sensitive), apostrophe runs, whitespace runs before a word or at
+# the end, digit runs, punctuation runs glued to a space, added tokens whole and cut, every control it takes
+PIECES = [" ", "  ", "   ", "\n", "\n\n", "\t", "\r\n", "\r", " \n ", "a", "Hello", " world", "'s", "'S", "'ll",
+          "'re", "'ve", "'m", "'d", "'t", "''", " '", "'", "x'", "123", " 4567", "0", "!!", " ?", "...", "-", "#",
+          "<|im_start|>", "<|im_end|>", "<|endoftext|>", "<|im_start", "|>", "<", "user\n", "don't", "~`^", "{}",
+          "e.g.", " (1)", "_x_", "\\", "\"", " CamelCase", "ALLCAPS", "x2y", "  9"]
+
+
+def _texts(n: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    return ["".join(rng.choice(PIECES) for _ in range(rng.randint(1, 60))) for _ in range(n)]
+
+
+def test_ids_equal_the_tokenizers_own(smol_tokenizer) -> None:
+    backend = smol_tokenizer.backend_tokenizer
+    fast = AsciiBPE.build(backend)
+    assert fast is not None  # SmolLM2: ByteLevel with its regex, no normalizer, plain added tokens
+    texts = _texts(4000)
+    for text, enc in zip(texts, backend.encode_batch(texts, add_special_tokens=False), strict=True):
+        assert fast._ids(text) == enc.ids, text  # the fast path itself, without the run-time check
+    assert fast.cache  # pieces were cached, and the second use of each came from the cache
+
+
+def test_text_it_cannot_prove_goes_to_the_tokenizer(smol_tokenizer) -> None:
+    fast = AsciiBPE.build(smol_tokenizer.backend_tokenizer)
+    for text in ["café", "日本", "a\x1cb", "a\x0bb", "a\x0cb", "\u00a0", "\x00"]:
+        assert fast.encode(text) is None, repr(text)  # non-ASCII, and controls whose \s class differs in Python
+    assert fast.encode("Hello world") == smol_tokenizer.backend_tokenizer.encode("Hello world").ids
+
+
+def test_other_tokenizer_shapes_are_refused(smol_tokenizer) -> None:
+    spec = json.loads(smol_tokenizer.backend_tokenizer.to_str())
+    byte_level = spec["pre_tokenizer"]
+    lstrip = [dict(spec["added_tokens"][0], lstrip=True), *spec["added_tokens"][1:]]
+    variants = {
+        "digits first": {**spec, "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+            {"type": "Digits", "individual_digits": True}, byte_level]}},
+        "prefix space": {**spec, "pre_tokenizer": {**byte_level, "add_prefix_space": True}},
+        "no regex": {**spec, "pre_tokenizer": {**byte_level, "use_regex": False}},
+        "lowercase": {**spec, "normalizer": {"type": "Lowercase"}},
+        "dropout": {**spec, "model": {**spec["model"], "dropout": 0.1}},
+        "lstrip added token": {**spec, "added_tokens": lstrip},
+    }
+    for name, variant in variants.items():
+        assert AsciiBPE.build(Tokenizer.from_str(json.dumps(variant))) is None, name
+
+
+def test_a_wrong_fast_result_is_caught_not_written(smol_tokenizer, monkeypatch) -> None:
+    fast = AsciiBPE.build(smol_tokenizer.backend_tokenizer)
+    fast.encode("Hello world")
+    fast.cache[" world"] = [0]  # what a bug in the split or the cache would produce
+    with pytest.raises(FastBPEMismatch, match="Hello world"):
+        fast.encode("Hello world")
+    monkeypatch.setattr(fast_bpe, "CHECK_FIRST", 0)
+    monkeypatch.setattr(fast_bpe, "CHECK_EVERY", 3)
+    fast.seen = 0
+    hello = smol_tokenizer.backend_tokenizer.encode("Hello").ids
+    assert fast.encode("Hello world") == [*hello, 0]  # not checked: 1 of 3
+    with pytest.raises(FastBPEMismatch):
+        fast.encode("Hello world")
+        fast.encode("Hello world")
+
+
+def test_the_cache_stays_bounded(smol_tokenizer, monkeypatch) -> None:
+    monkeypatch.setattr(fast_bpe, "CACHE_MAX", 10)
+    fast = AsciiBPE.build(smol_tokenizer.backend_tokenizer)
+    backend = smol_tokenizer.backend_tokenizer
+    for text in _texts(200, seed=1):
+        assert fast.encode(text) == backend.encode(text, add_special_tokens=False).ids
+        assert len(fast.cache) <= 10
