@@ -28,9 +28,16 @@ from typing import Any
 
 from data_prep.token_bytes import byte_decoder, keeps_ascii
 
-# tokenizers' ByteLevel regex (GPT-2's), with \p{L} / \p{N} / \s restricted to the ASCII this module accepts
+# Each accepted split, written for the ASCII this module accepts (\p{L} = A-Za-z, \p{N} = 0-9, \s = space,
+# tab, LF, CR): tokenizers' ByteLevel regex (GPT-2's, SmolLM2), and the Split patterns of Qwen2/2.5 and
+# Llama 3 as their tokenizer.json files spell them (before ByteLevel without its regex).
 _GPT2_ASCII = re.compile(
     r"'s|'t|'re|'ve|'m|'ll|'d| ?[A-Za-z]+| ?[0-9]+| ?[^ \t\n\rA-Za-z0-9]+|[ \t\n\r]+(?![^ \t\n\r])|[ \t\n\r]+")
+_SPLIT_TAIL = (r"|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}%s| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+_ASCII_TAIL = r"|[^\r\nA-Za-z0-9]?[A-Za-z]+|[0-9]%s| ?[^ \t\n\rA-Za-z0-9]+[\r\n]*|[ \t\n\r]*[\r\n]+|[ \t\n\r]+(?![^ \t\n\r])|[ \t\n\r]+"
+_CONTRACTIONS = "(?i:'s|'t|'re|'ve|'m|'ll|'d)"
+_SPLITS = {_CONTRACTIONS + _SPLIT_TAIL % digits: re.compile(_CONTRACTIONS + _ASCII_TAIL % digits)
+           for digits in ("", "{1,3}")}  # Qwen2 / Qwen2.5 / Qwen3: one digit a piece; Llama 3: up to three
 _SAFE = re.compile(r"[\t\n\r\x20-\x7e]*")
 CHECK_FIRST = 64  # texts compared with the tokenizer before trusting the fast path
 CHECK_EVERY = 997  # then one text in this many
@@ -44,8 +51,8 @@ class FastBPEMismatch(RuntimeError):
 class AsciiBPE:
     """Ids of ASCII texts for one accepted tokenizer (see the module docstring); :meth:`encode` or None."""
 
-    def __init__(self, backend: Any, added: list[str]) -> None:
-        self.backend = backend
+    def __init__(self, backend: Any, added: list[str], split: re.Pattern[str]) -> None:
+        self.backend, self.split = backend, split
         self.model = backend.model
         self.added = {content: backend.token_to_id(content) for content in added}
         # leftmost-longest, as the tokenizer matches added tokens
@@ -59,14 +66,14 @@ class AsciiBPE:
     @classmethod
     def build(cls, backend: Any) -> AsciiBPE | None:
         spec = json.loads(backend.to_str())
-        model, pre = spec.get("model") or {}, spec.get("pre_tokenizer") or {}
-        if (model.get("type") != "BPE" or model.get("dropout") or not keeps_ascii(spec.get("normalizer"))
-                or pre.get("type") != "ByteLevel" or pre.get("add_prefix_space") or not pre.get("use_regex", True)):
+        model = spec.get("model") or {}
+        split = _split_of(spec.get("pre_tokenizer") or {})
+        if model.get("type") != "BPE" or model.get("dropout") or not keeps_ascii(spec.get("normalizer")) or not split:
             return None
         added = spec.get("added_tokens") or []
         if any(a.get("lstrip") or a.get("rstrip") or a.get("single_word") for a in added):
             return None
-        return cls(backend, [a["content"] for a in added])
+        return cls(backend, [a["content"] for a in added], split)
 
     def encode(self, text: str) -> list[int] | None:
         """The text's ids (no special tokens added), or None when it is not plain ASCII."""
@@ -87,10 +94,10 @@ class AsciiBPE:
             if k % 2:  # re.split puts the captured added tokens at odd positions
                 ids.append(self.added[part])
             elif part:
-                pieces = _GPT2_ASCII.findall(part)
+                pieces = self.split.findall(part)
                 hits = list(map(self.cache.get, pieces))  # one C-level pass; misses are rare after warm-up
                 if None in hits:
-                    hits = [hit if hit is not None else self._piece(piece) for piece, hit in zip(pieces, hits)]
+                    hits = [hit if hit is not None else self._piece(piece) for piece, hit in zip(pieces, hits, strict=True)]
                 ids.extend(chain.from_iterable(hits))
         return ids
 
@@ -100,3 +107,18 @@ class AsciiBPE:
         ids = [t.id for t in self.model.tokenize(piece.translate(self.to_unicode))]
         self.cache[piece] = ids
         return ids
+
+
+def _split_of(pre: dict[str, Any]) -> re.Pattern[str] | None:
+    """Our ASCII form of a pre-tokenizer's split, for the accepted shapes only."""
+    if pre.get("type") == "ByteLevel":
+        return _GPT2_ASCII if pre.get("use_regex", True) and not pre.get("add_prefix_space") else None
+    steps = pre.get("pretokenizers") or []
+    if pre.get("type") != "Sequence" or len(steps) != 2:
+        return None
+    split, byte_level = steps
+    if (split.get("type") != "Split" or split.get("behavior") != "Isolated" or split.get("invert")
+            or byte_level.get("type") != "ByteLevel" or byte_level.get("use_regex", True)
+            or byte_level.get("add_prefix_space")):
+        return None
+    return _SPLITS.get((split.get("pattern") or {}).get("Regex", ""))

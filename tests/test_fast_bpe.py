@@ -16,7 +16,8 @@ from data_prep.fast_bpe import AsciiBPE, FastBPEMismatch
 PIECES = [" ", "  ", "   ", "\n", "\n\n", "\t", "\r\n", "\r", " \n ", "a", "Hello", " world", "'s", "'S", "'ll",
           "'re", "'ve", "'m", "'d", "'t", "''", " '", "'", "x'", "123", " 4567", "0", "!!", " ?", "...", "-", "#",
           "<|im_start|>", "<|im_end|>", "<|endoftext|>", "<|im_start", "|>", "<", "user\n", "don't", "~`^", "{}",
-          "e.g.", " (1)", "_x_", "\\", "\"", " CamelCase", "ALLCAPS", "x2y", "  9"]
+          "e.g.", " (1)", "_x_", "\\", "\"", " CamelCase", "ALLCAPS", "x2y", "  9", "'RE", "'Ll", "?\n\n", " \r\n",
+          "!\r", "\t\n", "(x", "12345678"]
 
 
 def _texts(n: int, seed: int = 0) -> list[str]:
@@ -32,6 +33,31 @@ def test_ids_equal_the_tokenizers_own(smol_tokenizer) -> None:
     for text, enc in zip(texts, backend.encode_batch(texts, add_special_tokens=False), strict=True):
         assert fast._ids(text) == enc.ids, text  # the fast path itself, without the run-time check
     assert fast.cache  # pieces were cached, and the second use of each came from the cache
+
+
+QWEN2 = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
+         r"|\s+(?!\S)|\s+")  # Qwen2/2.5/3's tokenizer.json; Llama 3's has \p{N}{1,3}
+LLAMA3 = QWEN2.replace(r"\p{N}|", r"\p{N}{1,3}|")
+
+
+@pytest.mark.parametrize("pattern", [QWEN2, LLAMA3], ids=["qwen2", "llama3"])
+def test_split_patterns_of_qwen_and_llama3_give_the_tokenizers_ids(smol_tokenizer, pattern: str) -> None:
+    """SmolLM2's vocabulary behind Qwen2's / Llama 3's pre-tokenizer: the real engine runs their regex."""
+    spec = json.loads(smol_tokenizer.backend_tokenizer.to_str())
+    spec["normalizer"] = {"type": "NFC"}
+    spec["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": False},
+        {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False}]}
+    backend = Tokenizer.from_str(json.dumps(spec))
+    fast = AsciiBPE.build(backend)
+    assert fast is not None
+    texts = _texts(4000, seed=2)
+    for text, enc in zip(texts, backend.encode_batch(texts, add_special_tokens=False), strict=True):
+        assert fast._ids(text) == enc.ids, text
+    other = {**spec, "pre_tokenizer": {**spec["pre_tokenizer"], "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": pattern.replace("|\\s+", "")}, "behavior": "Isolated",
+         "invert": False}, spec["pre_tokenizer"]["pretokenizers"][1]]}}
+    assert AsciiBPE.build(Tokenizer.from_str(json.dumps(other))) is None  # an unknown pattern
 
 
 def test_text_it_cannot_prove_goes_to_the_tokenizer(smol_tokenizer) -> None:
