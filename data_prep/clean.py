@@ -83,12 +83,12 @@ class DigestMap:
         part = max(8, capacity // self.SHARDS)
         self._keys: list[array] = []
         self._a: list[array] = []  # first value; -1 marks an empty slot
-        self._b: list[array] = []
+        self._b: list[array] = []  # second value, unsigned 64-bit (a digest)
         self._n = [0] * self.SHARDS
         for _ in range(self.SHARDS):
             self._keys.append(array("Q", bytes(8 * part)))
             self._a.append(array("q", [-1]) * part)
-            self._b.append(array("q", bytes(8 * part)))
+            self._b.append(array("Q", bytes(8 * part)))
 
     def _slot(self, part: int, key: int) -> int:
         keys, a = self._keys[part], self._a[part]
@@ -112,17 +112,19 @@ class DigestMap:
                 self._grow(part)
                 i = self._slot(part, key)
             self._n[part] += 1
+        self._write(part, i, key, a, b)
+
+    def _write(self, part: int, i: int, key: int, a: int, b: int) -> None:
         self._keys[part][i], self._a[part][i], self._b[part][i] = key, a, b
 
     def _grow(self, part: int) -> None:
         keys, a, b = self._keys[part], self._a[part], self._b[part]
         cap = len(a) + len(a) // 2
         self._keys[part], self._a[part], self._b[part] = array("Q", bytes(8 * cap)), array("q", [-1]) * cap, \
-            array("q", bytes(8 * cap))
+            array("Q", bytes(8 * cap))
         for k, x, y in zip(keys, a, b, strict=True):
             if x != -1:
-                i = self._slot(part, k)
-                self._keys[part][i], self._a[part][i], self._b[part][i] = k, x, y
+                self._write(part, self._slot(part, k), k, x, y)
 
     def __len__(self) -> int:
         return sum(self._n)
@@ -150,14 +152,9 @@ class Deduper:
         hit = self._seen.get(norm_key)
         if hit is not None:
             first, first_exact = hit
-            # exact_key is unsigned 64-bit and the array signed: compare in the array's own representation
-            return ("exact" if first_exact == _signed(exact_key) else "normalized"), first
-        self._seen.put(norm_key, packed_source, _signed(exact_key))
+            return ("exact" if first_exact == exact_key else "normalized"), first
+        self._seen.put(norm_key, packed_source, exact_key)
         return None
-
-
-def _signed(u: int) -> int:
-    return u - (1 << 64) if u >= 1 << 63 else u
 
 
 def check_length(conv: Conversation, min_chars: int = 1, max_chars: int | None = None) -> int:

@@ -10,7 +10,8 @@ That is exact only where our split is the tokenizer's, so :meth:`AsciiBPE.build`
 
 - model BPE, no dropout; a normalizer that leaves ASCII as it is (none, or Unicode normal forms);
 - pre-tokenizer exactly ``ByteLevel`` with ``use_regex`` and no prefix space;
-- added tokens without ``lstrip`` / ``rstrip`` / ``single_word``;
+- added tokens without ``lstrip`` / ``rstrip`` / ``single_word``, all ``normalized`` or none (the tokenizer
+  splits the two kinds in two passes), and special tokens not split as text (``encode_special_tokens``);
 
 and :meth:`AsciiBPE.encode` handles only texts of printable ASCII plus tab, newline and carriage return, where the regex's
 Unicode classes reduce to the ASCII ones written below (Python's ``\\s`` would also take \\x1c-\\x1f, so the
@@ -71,7 +72,9 @@ class AsciiBPE:
         if model.get("type") != "BPE" or model.get("dropout") or not keeps_ascii(spec.get("normalizer")) or not split:
             return None
         added = spec.get("added_tokens") or []
-        if any(a.get("lstrip") or a.get("rstrip") or a.get("single_word") for a in added):
+        if (any(a.get("lstrip") or a.get("rstrip") or a.get("single_word") for a in added)
+                or len({bool(a.get("normalized")) for a in added}) > 1  # two passes in the tokenizer, one here
+                or getattr(backend, "encode_special_tokens", True)):  # special tokens read as text
             return None
         return cls(backend, [a["content"] for a in added], split)
 

@@ -580,19 +580,22 @@ def _from_bytes(text: str, ids: list[int], table: list[bytes]) -> _Tokens | None
 
 
 _BytePath = tuple[list[bytes] | None, AsciiBPE | None]
-_BYTE_PATHS: weakref.WeakKeyDictionary[Any, tuple[int, _BytePath]] = weakref.WeakKeyDictionary()
+_BYTE_PATHS: weakref.WeakKeyDictionary[Any, tuple[Any, _BytePath]] = weakref.WeakKeyDictionary()
 
 
 def _byte_path(tokenizer: Any, backend: Any) -> _BytePath:
     """:func:`data_prep.token_bytes.byte_table` and :class:`data_prep.fast_bpe.AsciiBPE`, once per tokenizer
-    (again if its vocabulary grows)."""
-    size = backend.get_vocab_size(with_added_tokens=True)
+    (again if its vocabulary or added tokens change)."""
+    # what either is built from: the vocabulary, the added tokens (adding one already in the vocabulary keeps
+    # the size) and whether special tokens are read as text
+    added = tuple(sorted((i, token.content) for i, token in backend.get_added_tokens_decoder().items()))
+    state = (backend.get_vocab_size(with_added_tokens=True), added, getattr(backend, "encode_special_tokens", None))
     try:
         cached = _BYTE_PATHS.get(tokenizer)
     except TypeError:  # takes no weak reference
         return None, None
-    if cached is None or cached[0] != size:
+    if cached is None or cached[0] != state:
         table = byte_table(backend)
-        cached = (size, (table, AsciiBPE.build(backend) if table is not None else None))
+        cached = (state, (table, AsciiBPE.build(backend) if table is not None else None))
         _BYTE_PATHS[tokenizer] = cached
     return cached[1]

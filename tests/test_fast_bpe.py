@@ -10,6 +10,8 @@ from tokenizers import Tokenizer
 
 from data_prep import fast_bpe
 from data_prep.fast_bpe import AsciiBPE, FastBPEMismatch
+from data_prep.render import _encode_many
+from data_prep.token_bytes import byte_decoder
 
 # the regex's edge cases: contractions (case-sensitive), apostrophe runs, whitespace runs before a word or at
 # the end, digit runs, punctuation runs glued to a space, added tokens whole and cut, every control it takes
@@ -40,15 +42,44 @@ QWEN2 = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{
 LLAMA3 = QWEN2.replace(r"\p{N}|", r"\p{N}{1,3}|")
 
 
+def _qwen_like(pattern: str, behavior: str = "Isolated", invert: bool = False, use_regex: bool = False) -> dict:
+    return {"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": pattern}, "behavior": behavior, "invert": invert},
+        {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": use_regex}]}
+
+
+def _variant(smol_tokenizer, pattern: str | None) -> Tokenizer:
+    spec = json.loads(smol_tokenizer.backend_tokenizer.to_str())
+    if pattern is not None:
+        spec["normalizer"] = {"type": "NFC"}
+        spec["pre_tokenizer"] = _qwen_like(pattern)
+    return Tokenizer.from_str(json.dumps(spec))
+
+
+@pytest.mark.parametrize("pattern", [None, QWEN2, LLAMA3], ids=["gpt2", "qwen2", "llama3"])
+def test_our_split_is_the_pre_tokenizers_own(smol_tokenizer, pattern: str | None) -> None:
+    """Pieces compared with the engine's pre-tokenizer directly: SmolLM2's vocabulary has no multi-digit
+    tokens, so ids alone could not tell one digit a piece from three."""
+    backend = _variant(smol_tokenizer, pattern)
+    fast = AsciiBPE.build(backend)
+    rng = random.Random(3)
+    alphabet = "\t\n\r" + "".join(map(chr, range(0x20, 0x7F)))
+    to_ascii = {ord(c): b for c, b in byte_decoder().items()}
+    texts = _texts(2000, seed=4) + ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 80)))
+                                    for _ in range(3000)]
+    for text in texts:
+        for k, part in enumerate(fast.split_added.split(text)):
+            if k % 2 == 0 and part:
+                want = [piece for piece, _ in backend.pre_tokenizer.pre_tokenize_str(part)]
+                want = [w.translate(to_ascii) for w in want]  # ByteLevel returns pieces in its byte alphabet
+                assert fast.split.findall(part) == want, part
+
+
 @pytest.mark.parametrize("pattern", [QWEN2, LLAMA3], ids=["qwen2", "llama3"])
 def test_split_patterns_of_qwen_and_llama3_give_the_tokenizers_ids(smol_tokenizer, pattern: str) -> None:
     """SmolLM2's vocabulary behind Qwen2's / Llama 3's pre-tokenizer: the real engine runs their regex."""
-    spec = json.loads(smol_tokenizer.backend_tokenizer.to_str())
-    spec["normalizer"] = {"type": "NFC"}
-    spec["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
-        {"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": False},
-        {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False}]}
-    backend = Tokenizer.from_str(json.dumps(spec))
+    backend = _variant(smol_tokenizer, pattern)
+    spec = json.loads(backend.to_str())
     fast = AsciiBPE.build(backend)
     assert fast is not None
     texts = _texts(4000, seed=2)
@@ -79,6 +110,14 @@ def test_other_tokenizer_shapes_are_refused(smol_tokenizer) -> None:
         "lowercase": {**spec, "normalizer": {"type": "Lowercase"}},
         "dropout": {**spec, "model": {**spec["model"], "dropout": 0.1}},
         "lstrip added token": {**spec, "added_tokens": lstrip},
+        "rstrip added token": {**spec, "added_tokens": [dict(spec["added_tokens"][0], rstrip=True)]},
+        "single-word added token": {**spec, "added_tokens": [dict(spec["added_tokens"][0], single_word=True)]},
+        "normalized and raw added tokens": {**spec, "added_tokens": [
+            *spec["added_tokens"], {"id": 49152, "content": "x<|im", "single_word": False, "lstrip": False,
+                                    "rstrip": False, "normalized": True, "special": False}]},
+        "split not isolated": {**spec, "pre_tokenizer": _qwen_like(QWEN2, behavior="MergedWithPrevious")},
+        "split inverted": {**spec, "pre_tokenizer": _qwen_like(QWEN2, invert=True)},
+        "byte level regex after split": {**spec, "pre_tokenizer": _qwen_like(QWEN2, use_regex=True)},
     }
     for name, variant in variants.items():
         assert AsciiBPE.build(Tokenizer.from_str(json.dumps(variant))) is None, name
@@ -107,3 +146,27 @@ def test_the_cache_stays_bounded(smol_tokenizer, monkeypatch) -> None:
     for text in _texts(200, seed=1):
         assert fast.encode(text) == backend.encode(text, add_special_tokens=False).ids
         assert len(fast.cache) <= 10
+
+
+def _tokenizer_ids(backend, texts: list[str]) -> list[list[int]]:
+    return [e.ids for e in backend.encode_batch(texts, add_special_tokens=False)]
+
+
+# past the first texts, which are checked against the tokenizer
+TEXTS = ["sayHelloworld", "hi<|im_end|>\n", "x<|endoftext|>y"] * 30
+
+
+def test_an_added_token_already_in_the_vocabulary_rebuilds_the_fast_path(smol_tokenizer) -> None:
+    """Adding a token the vocabulary has keeps its size; the ids must follow the new token anyway."""
+    backend = smol_tokenizer.backend_tokenizer
+    assert [t.ids for t in _encode_many(smol_tokenizer, TEXTS)] == _tokenizer_ids(backend, TEXTS)
+    smol_tokenizer.add_tokens(["Hello"])
+    assert [t.ids for t in _encode_many(smol_tokenizer, TEXTS)] == _tokenizer_ids(backend, TEXTS)
+
+
+def test_special_tokens_read_as_text_are_refused(smol_tokenizer) -> None:
+    backend = smol_tokenizer.backend_tokenizer
+    assert [t.ids for t in _encode_many(smol_tokenizer, TEXTS)] == _tokenizer_ids(backend, TEXTS)
+    backend.encode_special_tokens = True  # what split_special_tokens=True sets
+    assert AsciiBPE.build(backend) is None
+    assert [t.ids for t in _encode_many(smol_tokenizer, TEXTS)] == _tokenizer_ids(backend, TEXTS)
