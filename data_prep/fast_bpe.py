@@ -1,7 +1,7 @@
 """Byte-level BPE ids for plain ASCII text without the tokenizer's per-call machinery, where provably equal.
 
-For a byte-level BPE tokenizer (GPT-2's scheme, as SmolLM2's) a text's ids are: split at the added tokens,
-split the rest with the ByteLevel pre-tokenizer's regex, then BPE each piece on its own. The Rust encode
+For a byte-level BPE tokenizer (GPT-2's scheme: SmolLM2, Qwen2.5, Llama 3) a text's ids are: split at the
+added tokens, split the rest with the pre-tokenizer's regex, then BPE each piece on its own. The Rust encode
 call spends most of its time building an ``Encoding`` (token strings, masks, offsets) per text; the BPE of a
 given piece never changes, so a piece -> ids cache makes the whole text a regex split and dict look-ups.
 
@@ -9,12 +9,13 @@ That is exact only where our split is the tokenizer's, so :meth:`AsciiBPE.build`
 (anything else returns None and the caller keeps the tokenizer):
 
 - model BPE, no dropout; a normalizer that leaves ASCII as it is (none, or Unicode normal forms);
-- pre-tokenizer exactly ``ByteLevel`` with ``use_regex`` and no prefix space;
+- pre-tokenizer exactly ``ByteLevel`` with ``use_regex`` (SmolLM2), or a ``Split`` (Isolated) with Qwen2/2.5/3's
+  or Llama 3's pattern before ``ByteLevel`` without it; no prefix space;
 - added tokens without ``lstrip`` / ``rstrip`` / ``single_word``, all ``normalized`` or none (the tokenizer
   splits the two kinds in two passes), and special tokens not split as text (``encode_special_tokens``);
 
-and :meth:`AsciiBPE.encode` handles only texts of printable ASCII plus tab, newline and carriage return, where the regex's
-Unicode classes reduce to the ASCII ones written below (Python's ``\\s`` would also take \\x1c-\\x1f, so the
+and :meth:`AsciiBPE.encode` handles only texts of printable ASCII plus tab, newline and carriage return,
+where the regexes' Unicode classes reduce to the ASCII ones written below (Python's ``\\s`` would also take \\x1c-\\x1f, so the
 classes are spelled out). Each piece's BPE comes from the tokenizer's own model (``model.tokenize``). As a
 run-time guard, the first texts and one in :data:`CHECK_EVERY` afterwards are compared with the tokenizer;
 a difference raises, since rows already written would have been tokenized the same way.
@@ -34,7 +35,7 @@ from data_prep.token_bytes import byte_decoder, keeps_ascii
 # Llama 3 as their tokenizer.json files spell them (before ByteLevel without its regex).
 _GPT2_ASCII = re.compile(
     r"'s|'t|'re|'ve|'m|'ll|'d| ?[A-Za-z]+| ?[0-9]+| ?[^ \t\n\rA-Za-z0-9]+|[ \t\n\r]+(?![^ \t\n\r])|[ \t\n\r]+")
-_SPLIT_TAIL = (r"|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}%s| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+_SPLIT_TAIL = r"|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}%s| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 _ASCII_TAIL = r"|[^\r\nA-Za-z0-9]?[A-Za-z]+|[0-9]%s| ?[^ \t\n\rA-Za-z0-9]+[\r\n]*|[ \t\n\r]*[\r\n]+|[ \t\n\r]+(?![^ \t\n\r])|[ \t\n\r]+"
 _CONTRACTIONS = "(?i:'s|'t|'re|'ve|'m|'ll|'d)"
 _SPLITS = {_CONTRACTIONS + _SPLIT_TAIL % digits: re.compile(_CONTRACTIONS + _ASCII_TAIL % digits)
@@ -65,8 +66,9 @@ class AsciiBPE:
         self.seen = 0
 
     @classmethod
-    def build(cls, backend: Any) -> AsciiBPE | None:
-        spec = json.loads(backend.to_str())
+    def build(cls, backend: Any, spec: dict[str, Any] | None = None) -> AsciiBPE | None:
+        """The fast path for ``backend`` (``spec``: its parsed JSON, if the caller has it), or None."""
+        spec = spec if spec is not None else json.loads(backend.to_str())
         model = spec.get("model") or {}
         split = _split_of(spec.get("pre_tokenizer") or {})
         if model.get("type") != "BPE" or model.get("dropout") or not keeps_ascii(spec.get("normalizer")) or not split:

@@ -31,6 +31,7 @@ straightforward one.
 from __future__ import annotations
 
 import bisect
+import json
 import re
 import weakref
 from collections.abc import Sequence
@@ -595,7 +596,8 @@ def _byte_path(tokenizer: Any, backend: Any) -> _BytePath:
     except TypeError:  # takes no weak reference
         return None, None
     if cached is None or cached[0] != state:
-        table = byte_table(backend)
-        cached = (state, (table, AsciiBPE.build(backend) if table is not None else None))
+        spec = json.loads(backend.to_str())  # a few MB of JSON: parsed once for both
+        table = byte_table(backend, spec)
+        cached = (state, (table, AsciiBPE.build(backend, spec) if table is not None else None))
         _BYTE_PATHS[tokenizer] = cached
     return cached[1]

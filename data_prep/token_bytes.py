@@ -48,9 +48,11 @@ def _trims(spec: dict[str, Any] | None) -> bool:
     return spec.get("type") not in ("TemplateProcessing", "BertProcessing")  # an unknown one: assume it may
 
 
-def byte_table(backend: Any) -> list[bytes] | None:
-    """Each token id's bytes, for a tokenizer whose ASCII offsets follow from them; else None."""
-    spec = json.loads(backend.to_str())
+def byte_table(backend: Any, spec: dict[str, Any] | None = None) -> list[bytes] | None:
+    """Each token id's bytes, for a tokenizer whose ASCII offsets follow from them; else None.
+
+    ``spec`` is the backend's parsed JSON, when the caller has it already."""
+    spec = spec if spec is not None else json.loads(backend.to_str())
     pre = spec.get("pre_tokenizer") or {}
     levels = pre.get("pretokenizers", [pre]) if pre.get("type") == "Sequence" else [pre]
     byte_level = [p for p in levels if p.get("type") == "ByteLevel"]
