@@ -28,6 +28,8 @@ Design (simplicity over cleverness):
   complete first line (the action is the first non-empty line, so later lines cannot change it). A reply
   stopped by the limit mid-line (endless text, no newline) is marked ``truncated``: the runner counts it as
   a format error. Special tokens are never part of a reply's text, so a model emitting only those replies "".
+- On a CPU the model's plain linear layers take ``models.cpu_linear``'s small-batch forward (``W @ x^T`` for
+  the few rows of a decoding step: 818 s -> 716 s on the full tuned ``valid_unseen`` run).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from eval.policies.base import EpisodeState, PolicyError, Reply
+from models.cpu_linear import use_small_batch_linear
 from models.generate import stop_token_ids
 
 GQA_ATTENTION = "sdpa_gqa"
@@ -120,6 +123,7 @@ class HFPolicy:
     ) -> None:
         self.model = model.eval()
         use_gqa_attention(self.model)
+        use_small_batch_linear(self.model)  # the decoding slots' few rows: a faster BLAS call on CPUs
         self.tokenizer = tokenizer
         self.max_new_tokens = max_new_tokens
         self.reuse_cache = reuse_cache
