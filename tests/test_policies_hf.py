@@ -11,6 +11,7 @@ from data_prep.render import render_prompt
 from eval.household import HouseholdEnv, generate_scenes
 from eval.policies.hf import HFPolicy, common_prefix_len
 from eval.runner import parse_action, run_episodes
+from models.decode_attention import SWITCH
 
 MAX_NEW = 8
 
@@ -149,10 +150,22 @@ def test_long_contexts_attending_alone_keep_the_actions(tiny, scenes, monkeypatc
         alone_counts.append(len(ordered) - k)
         return ordered[:k], ordered[k:]
 
+    monkeypatch.setenv(SWITCH, "0")  # the split is the SDPA path's; the decode kernel needs none
     monkeypatch.setattr(slot_cache, "_split_singles", longest_alone)
     many = _run(model, tok, scenes, batch_size=5)
     assert sum(alone_counts) > 0
     assert [r.actions for r in many] == [r.actions for r in one]
+    assert [r.replies for r in many] == [r.replies for r in one]
+
+
+@pytest.mark.parametrize("kernel", ["1", "0"], ids=["decode-kernel", "sdpa"])
+def test_continuous_batching_keeps_the_actions_with_either_attention(tiny, scenes, monkeypatch, kernel):
+    """The decoding steps' attention (the CPU decode kernel, or SDPA where it cannot be built) must not
+    change what a batch of 5 episodes says, against one episode at a time on the padded path."""
+    model, tok = tiny
+    one = _run(model, tok, scenes, batch_size=1, continuous=False)
+    monkeypatch.setenv(SWITCH, kernel)
+    many = _run(model, tok, scenes, batch_size=5)
     assert [r.replies for r in many] == [r.replies for r in one]
 
 

@@ -29,7 +29,9 @@ Design (simplicity over cleverness):
   stopped by the limit mid-line (endless text, no newline) is marked ``truncated``: the runner counts it as
   a format error. Special tokens are never part of a reply's text, so a model emitting only those replies "".
 - On a CPU the model's plain linear layers take ``models.cpu_linear``'s small-batch forward (``W @ x^T`` for
-  the few rows of a decoding step: 818 s -> 716 s on the full tuned ``valid_unseen`` run).
+  the few rows of a decoding step: 818 s -> 716 s on the full tuned ``valid_unseen`` run), and the
+  continuous batcher's decoding steps attend through ``models.decode_attention``'s one-pass kernel
+  (compiled once; SDPA where no C++ compiler is found).
 """
 
 from __future__ import annotations

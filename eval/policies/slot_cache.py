@@ -13,7 +13,9 @@ How it plugs into a transformers model:
   returns the whole buffers (views, no copy);
 - :func:`slot_attention` (registered as an attention implementation) attends each slot's packed queries
   to that slot's keys only, causally from the slot's old length. Its layout arrives as the ``slot_layout``
-  keyword, which transformers passes from the model call down to the attention function;
+  keyword, which transformers passes from the model call down to the attention function. On a CPU the
+  one-token segments (decoding steps) go to ``models.decode_attention``'s kernel, each slot over its own
+  length; without it (no compiler), to one padded SDPA call, the few longest contexts alone;
 - no mask function is registered for it, so transformers builds no mask at all.
 """
 
@@ -24,6 +26,8 @@ from typing import Any
 
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
+
+from models.decode_attention import decode_attention
 
 SLOT_ATTENTION = "slot_packed"
 
@@ -49,9 +53,13 @@ def slot_attention(
     kv_heads = key.shape[1]
     group = heads // kv_heads  # query heads per key/value head (HF order: head h reads kv head h // group)
     out = query.new_empty((1, query.shape[2], heads, dim))
-    batched, _ = _split_singles([seg for seg in slot_layout if seg.q1 - seg.q0 == 1], key.shape[0])
-    if batched:  # most one-token segments (decoding steps) in one call over the slot buffers
-        _attend_singles(out, query, key, value, batched, group, scaling)
+    singles = [seg for seg in slot_layout if seg.q1 - seg.q0 == 1]
+    if singles and _decode_kernel(out, query, key, value, singles, scaling):
+        batched = singles  # every decoding step in one pass, each slot over its own length
+    else:  # SDPA: one padded call, the longest contexts alone
+        batched, _ = _split_singles(singles, key.shape[0])
+        if batched:
+            _attend_singles(out, query, key, value, batched, group, scaling)
     done = {id(seg) for seg in batched}
     for seg in slot_layout:
         n = seg.q1 - seg.q0
@@ -69,6 +77,20 @@ def slot_attention(
         )
         out[0, seg.q0 : seg.q1] = o.reshape(heads, n, dim).transpose(0, 1)
     return out, None
+
+
+def _decode_kernel(
+    out: torch.Tensor, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, singles: list[Segment],
+    scaling: float | None,
+) -> bool:
+    """One-token segments through ``models.decode_attention`` (CPU); False where it is not available."""
+    if query.stride(-1) != 1:
+        query = query.contiguous()
+    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    slots = torch.tensor([seg.slot for seg in singles], dtype=torch.long)
+    rows = torch.tensor([seg.q0 for seg in singles], dtype=torch.long)
+    lens = torch.tensor([seg.start + 1 for seg in singles], dtype=torch.long)
+    return decode_attention(query, key, value, slots, rows, lens, out, scale)
 
 
 CALL_COST = 300  # one extra attention call costs about as much as attending to this many more keys (CPU)
