@@ -28,6 +28,8 @@ from typing import Any
 
 import torch
 
+from models.cpu_info import cpu_flags
+
 log = logging.getLogger(__name__)
 
 _SOURCE = r"""
@@ -193,13 +195,7 @@ DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
 def _build_name() -> str:
-    flags = ""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = next((line for line in f if line.startswith(("flags", "Features"))), "")
-    except OSError:
-        pass
-    digest = hashlib.sha256((_SOURCE + flags + platform.machine()).encode()).hexdigest()[:12]
+    digest = hashlib.sha256((_SOURCE + cpu_flags() + platform.machine()).encode()).hexdigest()[:12]
     return f"unsloth_recipes_decode_attention_{digest}"
 
 

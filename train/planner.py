@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from models.cpu_info import cpu_flags
+
 # (params in B, method) -> (low, high) GB at batch 1, seq 2048, gradient checkpointing on.
 # Where each row comes from: docs/sources.md#vram-table.
 VRAM_TABLE_GB: dict[tuple[float, str], tuple[float, float]] = {
@@ -265,12 +267,7 @@ def gpu_has_native_bf16() -> bool:
 
 def cpu_has_bf16_units() -> bool:
     """True when the CPU multiplies bf16 in hardware (Intel AMX or AVX512-BF16); Linux only, else False."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = next((line for line in f if line.startswith("flags")), "")
-    except OSError:
-        return False
-    return any(flag in flags.split() for flag in ("amx_bf16", "avx512_bf16"))
+    return any(flag in cpu_flags().split() for flag in ("amx_bf16", "avx512_bf16"))
 
 
 def render(p: Plan, params_b: float, model: str) -> object:
